@@ -1,0 +1,1 @@
+"""Subcommands of the ``avatarlink`` CLI, one module each (see :mod:`avatarlink.cli`)."""

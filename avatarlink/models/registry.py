@@ -1,0 +1,95 @@
+"""The single model registry: name -> file, input, keypoint layout and the adapter that decodes it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avatarlink.errors import ModelError
+from avatarlink.models.base import PoseEstimator
+from avatarlink.session import SessionOptions
+from avatarlink.skeletons import KeypointLayout
+
+DEFAULT_MODEL = "movenet-lightning"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One shipped model.
+
+    Attributes:
+        name: registry name used on the command line (``--model``).
+        file: file name under :func:`models_dir`.
+        adapter: ``"module:Class"`` of the estimator; the class is built as
+            ``Class(spec, session_options, **options)``.
+        input_size: default (width, height) of the model input in pixels.
+        layout: keypoint set the model outputs.
+        description: one line for ``avatarlink models``.
+    """
+
+    name: str
+    file: str
+    adapter: str
+    input_size: tuple[int, int]
+    layout: KeypointLayout
+    description: str
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the model file."""
+        return models_dir() / self.file
+
+
+_MOVENET = "avatarlink.models.movenet:MoveNetEstimator"
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "movenet-lightning",
+            "movenet_lightning.onnx",
+            _MOVENET,
+            (192, 192),
+            KeypointLayout.COCO17,
+            "MoveNet SinglePose Lightning: fastest, 17 COCO points",
+        ),
+        ModelSpec(
+            "movenet-thunder",
+            "movenet_thunder.onnx",
+            _MOVENET,
+            (256, 256),
+            KeypointLayout.COCO17,
+            "MoveNet SinglePose Thunder: more accurate, 17 COCO points",
+        ),
+    )
+}
+
+
+def models_dir() -> Path:
+    """Folder holding the ONNX files: ``$AVATARLINK_MODELS_DIR`` or the checkout's ``models/``."""
+    env = os.environ.get("AVATARLINK_MODELS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; ``ModelError`` lists the valid names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(MODELS)}") from None
+
+
+def create_estimator(
+    name: str, options: SessionOptions | None = None, **adapter_options: Any
+) -> PoseEstimator:
+    """Build the estimator for a registered model (loads its ONNX session)."""
+    spec = get_spec(name)
+    module_name, _, class_name = spec.adapter.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    estimator: PoseEstimator = cls(spec, options or SessionOptions(), **adapter_options)
+    return estimator
