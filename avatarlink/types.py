@@ -133,3 +133,31 @@ class BoneRotations:
     root_pos: FloatArray
     valid: BoolArray
     t: float
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the pipeline produced for one frame; observers (preview, recorder) receive it.
+
+    Attributes:
+        frame: the captured frame (its ``t`` is the capture time every stage carries).
+        raw: estimator keypoints in source pixels, before smoothing.
+        smoothed: keypoints in source pixels after smoothing.
+        world: world-space keypoints (metres) fed to the solver (lifted or from a 3D model), or None.
+        rotations: solved bone rotations, one entry per person.
+        timings_ms: wall time per stage of this frame, e.g. ``{"inference": 3.1, "solve": 0.1}``.
+        latency_ms: capture time to the end of sending, in ms.
+        provider: the execution provider that ran the model.
+        stats: running counters (``fps``, ``dropped``, ``packets_sent``, ``errors``, per-sink
+            counts as ``packets_sent[vmc://127.0.0.1:39539]`` ...).
+    """
+
+    frame: Frame
+    raw: Keypoints
+    smoothed: Keypoints
+    world: Keypoints | None
+    rotations: tuple[BoneRotations, ...]
+    timings_ms: dict[str, float]
+    latency_ms: float
+    provider: str
+    stats: dict[str, float]
