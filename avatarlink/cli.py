@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Camera or video in, humanoid avatar bone rotations out (VMC/OSC).",
     )
     parser.add_argument("--version", action="version", version=f"avatarlink {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"avatarlink.commands.{name}")
@@ -42,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbosity: int) -> None:
     """Log to stderr: warnings by default, info with -v, debug with -vv."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage/input error)."""
+    """Run the command line; returns the exit code (0 ok, 1 failure, 2 usage or input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

@@ -24,19 +24,19 @@ def draw_keypoints(
         keypoints: image-space keypoints; missing (NaN) points and their edges are skipped.
         thickness: line width in px (default scales with the image size).
     """
-    out = image.copy()
+    out: ImageArray = image.copy()
     width = thickness or max(2, round(max(image.shape[:2]) / 250))
     edges = np.array(keypoints.layout.edges, np.int64)
     for person in range(keypoints.num_persons):
         xy = keypoints.xyz[person, :, :2]
+        finite: list[bool] = (np.isfinite(xy[:, 0]) & np.isfinite(xy[:, 1])).tolist()
+        pts = np.round(np.nan_to_num(xy)).astype(np.int64).tolist()
         score = keypoints.score[person]
         for a, b in edges:
-            if np.isfinite(xy[[a, b]]).all():
+            if finite[a] and finite[b]:
                 colour = confidence_colour(min(score[a], score[b]))
-                pa = (int(round(xy[a, 0])), int(round(xy[a, 1])))
-                pb = (int(round(xy[b, 0])), int(round(xy[b, 1])))
-                cv2.line(out, pa, pb, colour, width, cv2.LINE_AA)
-        for k in np.flatnonzero(np.isfinite(xy).all(axis=1)):
-            centre = (int(round(xy[k, 0])), int(round(xy[k, 1])))
-            cv2.circle(out, centre, width + 1, confidence_colour(score[k]), -1, cv2.LINE_AA)
+                cv2.line(out, tuple(pts[a]), tuple(pts[b]), colour, width, cv2.LINE_AA)
+        for k in np.flatnonzero(finite).tolist():
+            colour = confidence_colour(score[k])
+            cv2.circle(out, tuple(pts[k]), width + 1, colour, -1, cv2.LINE_AA)
     return out

@@ -4,7 +4,8 @@ Coordinates are continuous pixel coordinates with the *corner* convention: (0, 0
 corner of the top-left pixel, whose centre is (0.5, 0.5). Model outputs normalised to [0, 1] of the
 input map to model pixels by a plain multiply (x_norm * width), so both sides share this convention.
 
-A letterbox (optionally of a crop) is the axis-aligned similarity ``model = source * scale + offset``.
+A letterbox (optionally of a crop) is the axis-aligned similarity
+``model = source * scale + offset``.
 """
 
 from __future__ import annotations
@@ -123,9 +124,21 @@ def letterbox_image(
     h, w = image.shape[:2]
     box = region or Box(0.0, 0.0, float(w), float(h))
     lb = fit_letterbox(box, width, height)
+    # Warp from the integer-aligned window the input sees, so that a crop's sampling depends only
+    # on the crop and not on where it sits in the frame (OpenCV quantises sampling positions to
+    # 1/32 px relative to the source origin).
+    corners = lb.to_source(np.array([[0, 0], [width, height]], np.float32))
+    x0 = int(np.clip(np.floor(corners[0, 0]) - 1, 0, w))
+    y0 = int(np.clip(np.floor(corners[0, 1]) - 1, 0, h))
+    x1 = int(np.clip(np.ceil(corners[1, 0]) + 1, x0, w))
+    y1 = int(np.clip(np.ceil(corners[1, 1]) + 1, y0, h))
+    window = image[y0:y1, x0:x1] if (x1 > x0 and y1 > y0) else image[:1, :1] * 0
+    shifted = Letterbox(
+        lb.scale, lb.offset_x + x0 * lb.scale, lb.offset_y + y0 * lb.scale, width, height
+    )
     out = cv2.warpAffine(
-        image,
-        lb.matrix(),
+        window,
+        shifted.matrix(),
         (width, height),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,

@@ -218,7 +218,9 @@ class InferenceSession:
                     f"{self.path.name}; {CUDA_HINT}; or use --device auto to fall back to the CPU"
                 )
         elif device == "auto" and self.providers[0] == "CPUExecutionProvider":
-            log.info("no usable GPU provider; running %s on the CPU (%s)", self.path.name, CUDA_HINT)
+            log.info(
+                "no usable GPU provider; running %s on the CPU (%s)", self.path.name, CUDA_HINT
+            )
 
     @property
     def provider(self) -> str:
@@ -236,7 +238,7 @@ class InferenceSession:
         """Run the model; returns a dict output name -> array."""
         names = list(outputs or self.output_names)
         results = self._session.run(names, feeds)
-        return dict(zip(names, results))
+        return dict(zip(names, results, strict=True))
 
 
 def _info(arg: Any) -> TensorInfo:

@@ -108,7 +108,7 @@ class KeypointLayout(enum.Enum):
         return _COCO17_EDGES if self is KeypointLayout.COCO17 else _BLAZEPOSE33_EDGES
 
     def index(self, name: str) -> int:
-        """Index of a point by (case-insensitive) name; ``KeyError`` names the layout when absent."""
+        """Index of a point by case-insensitive name; ``KeyError`` names the layout if absent."""
         try:
             return self.names.index(name.lower())
         except ValueError:

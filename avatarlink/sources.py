@@ -147,6 +147,6 @@ def open_file_source(spec: str | Path) -> FrameSource:
     except InputError:
         pass
     raise InputError(
-        f"{path} is not an image, a video or a folder avatarlink can read "
-        f"(images: {', '.join(sorted(IMAGE_SUFFIXES))}; videos: {', '.join(sorted(VIDEO_SUFFIXES))})"
+        f"{path} is not an image, a video or a folder avatarlink can read (images: "
+        f"{', '.join(sorted(IMAGE_SUFFIXES))}; videos: {', '.join(sorted(VIDEO_SUFFIXES))})"
     )

@@ -15,8 +15,8 @@ Unity
     Left-handed, +Y up, +Z forward, metres. Conversion to Unity happens **only** in the output stage
     (:mod:`avatarlink.outputs`), never in estimation, smoothing or solving.
 
-Quaternions are ``xyzw`` everywhere (scipy's order). Mirroring (selfie view) is an explicit option of
-the solver/outputs, never implied.
+Quaternions are ``xyzw`` everywhere (scipy's order). Mirroring (selfie view) is an explicit
+option of the solver/outputs, never implied.
 
 Missing keypoints are NaN in ``xyz`` together with a low ``score``; never 0 or -1.
 """
@@ -143,7 +143,8 @@ class FrameResult:
         frame: the captured frame (its ``t`` is the capture time every stage carries).
         raw: estimator keypoints in source pixels, before smoothing.
         smoothed: keypoints in source pixels after smoothing.
-        world: world-space keypoints (metres) fed to the solver (lifted or from a 3D model), or None.
+        world: world-space keypoints (metres) fed to the solver (lifted or from a 3D model),
+            or None.
         rotations: solved bone rotations, one entry per person.
         timings_ms: wall time per stage of this frame, e.g. ``{"inference": 3.1, "solve": 0.1}``.
         latency_ms: capture time to the end of sending, in ms.

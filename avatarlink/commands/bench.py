@@ -1,4 +1,4 @@
-"""``avatarlink bench [NAME] ...``: run one of the registered benchmarks (see avatarlink.benches)."""
+"""``avatarlink bench [NAME] ...``: run one of the registered benchmarks (avatarlink.benches)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``avatarlink estimate PATH``: keypoints of an image, a video or a folder, as JSON and drawings."""
+"""``avatarlink estimate PATH``: keypoints of an image, video or folder, as JSON and drawings."""
 
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ def frame_record(source: str, frame: int, t: float, model: str, result: Any) -> 
     persons: list[dict[str, Any]] = []
     image = result.image
     for p in range(image.num_persons):
-        xys = [[_num(x), _num(y), _num(s)] for (x, y, _), s in zip(image.xyz[p], image.score[p])]
+        xys = [
+            [_num(x), _num(y), _num(s)]
+            for (x, y, _), s in zip(image.xyz[p], image.score[p], strict=True)
+        ]
         person: dict[str, Any] = {"keypoints": xys, "score": _num(image.person_score[p])}
         if int(image.ids[p]) >= 0:
             person["id"] = int(image.ids[p])
@@ -120,11 +123,9 @@ def _summary(source: str, index: int, result: Any) -> str:
     )
 
 
-def _write_drawing(
-    path: Path, drawn: Any, index: int, source: Any, writer: Any, cv2: Any
-) -> Any:
+def _write_drawing(path: Path, drawn: Any, index: int, source: Any, writer: Any, cv2: Any) -> Any:
     from avatarlink.errors import InputError
-    from avatarlink.sources import ImageFileSource, VIDEO_SUFFIXES
+    from avatarlink.sources import VIDEO_SUFFIXES, ImageFileSource
 
     if isinstance(source, ImageFileSource):
         if not cv2.imwrite(str(path), drawn):

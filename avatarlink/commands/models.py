@@ -1,4 +1,4 @@
-"""``avatarlink models [--bench]``: list the shipped models; optionally time them on this machine."""
+"""``avatarlink models [--bench]``: list the shipped models; optionally time them here."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.only.split(",") if args.only else list(MODELS)
     rows = []
     for name in names:
-        spec = MODELS[name] if name in MODELS else None
+        spec = MODELS.get(name)
         if spec is None:
             from avatarlink.errors import ModelError
 

@@ -77,7 +77,7 @@ class MoveNetEstimator:
         xy_model = yxs[..., 1::-1] * size  # (y, x) normalised -> (x, y) model pixels
         xy = lb.to_source(xy_model)
         score = np.ascontiguousarray(yxs[..., 2])
-        xyz = np.concatenate([xy, np.full(xy.shape[:-1] + (1,), np.nan, np.float32)], axis=-1)
+        xyz = np.concatenate([xy, np.full((*xy.shape[:-1], 1), np.nan, np.float32)], axis=-1)
         xyz[score < self.thresholds.keypoint] = np.nan
         if float(score.mean()) < self.thresholds.person:
             keypoints = Keypoints.empty(self.layout, Space.IMAGE)

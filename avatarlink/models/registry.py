@@ -1,4 +1,4 @@
-"""The single model registry: name -> file, input, keypoint layout and the adapter that decodes it."""
+"""The single model registry: name -> file, input, keypoint layout and the decoding adapter."""
 
 from __future__ import annotations
 
@@ -63,6 +63,14 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.COCO17,
             "MoveNet SinglePose Thunder: more accurate, 17 COCO points",
+        ),
+        ModelSpec(
+            "posenet",
+            "posenet_mobilenet.onnx",
+            "avatarlink.models.posenet:PoseNetEstimator",
+            (257, 257),
+            KeypointLayout.COCO17,
+            "PoseNet MobileNetV1 0.75: any 16n+1 input (input_size=...), decode fused in the graph",
         ),
     )
 }
