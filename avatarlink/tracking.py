@@ -1,0 +1,193 @@
+"""Person tracking for top-down models: the next crop from this frame's keypoints, and identities.
+
+Crop tracking follows MoveNet's published "intelligent cropping": a square centred on the hips
+(when the torso is confident), sized to hold the torso and the farthest confident keypoint with a
+margin, clamped to the frame (padding when it leaves it), and the whole frame again when too few
+keypoints are confident. Single-pose models see at most 192 or 256 pixels; spending them on the
+person instead of the room is the cheapest accuracy and stability gain there is.
+
+Identity tracking matches detections to tracks by box IoU with a constant-velocity prediction
+(Hungarian assignment), so crossing people keep their ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from avatarlink.preprocess import Box
+from avatarlink.skeletons import Coco17
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+_TORSO = np.array([Coco17.LEFT_SHOULDER, Coco17.RIGHT_SHOULDER, Coco17.LEFT_HIP, Coco17.RIGHT_HIP])
+_HIPS = np.array([Coco17.LEFT_HIP, Coco17.RIGHT_HIP])
+
+
+@dataclass(frozen=True)
+class CropTrackingConfig:
+    """Tuning of the crop tracker (dimensionless ratios unless stated).
+
+    Attributes:
+        min_score: keypoint score needed to count as confident.
+        min_keypoints: confident COCO-17 keypoints needed to keep tracking (else whole frame).
+        torso_expansion: crop half-size >= this x the largest torso-joint distance from the centre.
+        body_expansion: crop half-size >= this x the farthest confident keypoint from the centre.
+        min_size_px: smallest crop side in source pixels (guards degenerate poses).
+    """
+
+    min_score: float = 0.2
+    min_keypoints: int = 6
+    torso_expansion: float = 1.9
+    body_expansion: float = 1.2
+    min_size_px: float = 32.0
+
+
+class CropTracker:
+    """Derives the next frame's crop from this frame's keypoints (COCO-17, source pixels)."""
+
+    def __init__(self, config: CropTrackingConfig | None = None) -> None:
+        self.config = config or CropTrackingConfig()
+        self.region: Box | None = None
+        self.resets = 0
+        self._warned = False
+
+    def reset(self) -> None:
+        """Back to whole-frame search."""
+        self.region = None
+
+    def update(self, xyz: FloatArray, score: FloatArray, width: int, height: int) -> Box | None:
+        """Compute and remember the crop for the next frame.
+
+        Args:
+            xyz: float32 (17, 3) one person's keypoints in source pixels (NaN = missing), or an
+                empty array when nobody was found.
+            score: float32 (17,) keypoint scores.
+            width, height: source frame size in pixels.
+
+        Returns:
+            The next region (square, may extend past the frame), or None for the whole frame.
+        """
+        self.region = self._next_region(xyz, score, width, height)
+        return self.region
+
+    def _next_region(
+        self, xyz: FloatArray, score: FloatArray, width: int, height: int
+    ) -> Box | None:
+        cfg = self.config
+        if xyz.shape[0] == 0 or width < 1 or height < 1:
+            return self._lose(None)
+        xy = xyz[:, :2].astype(np.float64)
+        confident = (score >= cfg.min_score) & np.isfinite(xy).all(axis=1)
+        if int(confident.sum()) < cfg.min_keypoints:
+            return self._lose(None)
+        if confident[_HIPS].all():
+            centre = xy[_HIPS].mean(axis=0)
+        else:
+            centre = xy[confident].mean(axis=0)
+        dist = np.abs(xy - centre).max(axis=1)  # Chebyshev distance: the square must hold them
+        torso = confident.copy()
+        torso[np.setdiff1d(np.arange(len(torso)), _TORSO)] = False
+        torso_range = float(dist[torso].max()) if torso.any() else 0.0
+        body_range = float(dist[confident].max())
+        half = max(torso_range * cfg.torso_expansion, body_range * cfg.body_expansion)
+        half = max(half, cfg.min_size_px / 2.0)
+        half = min(half, max(width, height) / 2.0)  # never larger than the frame's long side
+        if not (np.isfinite(half) and np.isfinite(centre).all()):
+            return self._lose("crop became NaN")
+        side = 2.0 * half
+        return Box(float(centre[0] - half), float(centre[1] - half), side, side)
+
+    def _lose(self, reason: str | None) -> None:
+        if self.region is not None:
+            self.resets += 1
+        if reason and not self._warned:
+            log.warning("crop tracking reset: %s (further resets are counted only)", reason)
+            self._warned = True
+        return None
+
+
+def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Pairwise IoU of boxes given as (x0, y0, x1, y1): a (N, 4), b (M, 4) -> (N, M)."""
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    out: FloatArray = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Identity matching.
+
+    Attributes:
+        min_iou: a detection continues a track only above this IoU with its predicted box.
+        max_missed: frames a track survives without a match.
+        velocity_smoothing: weight of the newest box motion in the velocity estimate (0..1).
+    """
+
+    min_iou: float = 0.2
+    max_missed: int = 15
+    velocity_smoothing: float = 0.5
+
+
+class IdentityTracker:
+    """Keeps stable integer ids for boxes across frames."""
+
+    def __init__(self, config: IdentityConfig | None = None) -> None:
+        self.config = config or IdentityConfig()
+        self._boxes = np.zeros((0, 4), np.float32)
+        self._velocity = np.zeros((0, 4), np.float32)
+        self._ids = np.zeros(0, np.int64)
+        self._missed = np.zeros(0, np.int64)
+        self._next_id = 0
+
+    def reset(self) -> None:
+        """Forget every track (ids restart from 0)."""
+        self.__init__(self.config)  # type: ignore[misc]
+
+    def assign(self, boxes: FloatArray) -> npt.NDArray[np.int64]:
+        """Ids for this frame's boxes (N, 4) x0, y0, x1, y1 -> int64 (N,)."""
+        from scipy.optimize import linear_sum_assignment
+
+        cfg = self.config
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        predicted = self._boxes + self._velocity
+        ids = np.full(len(boxes), -1, np.int64)
+        matched_tracks = np.zeros(len(self._ids), bool)
+        if len(boxes) and len(self._ids):
+            iou = box_iou(boxes, predicted)
+            rows, cols = linear_sum_assignment(-iou)
+            keep = iou[rows, cols] >= cfg.min_iou
+            rows, cols = rows[keep], cols[keep]
+            ids[rows] = self._ids[cols]
+            motion = boxes[rows] - self._boxes[cols]
+            w = cfg.velocity_smoothing
+            self._velocity[cols] = w * motion + (1 - w) * self._velocity[cols]
+            self._boxes[cols] = boxes[rows]
+            self._missed[cols] = 0
+            matched_tracks[cols] = True
+        self._missed[~matched_tracks] += 1
+        alive = self._missed <= cfg.max_missed
+        self._boxes, self._velocity = self._boxes[alive], self._velocity[alive]
+        self._ids, self._missed = self._ids[alive], self._missed[alive]
+        new = np.flatnonzero(ids < 0)
+        if len(new):
+            new_ids = np.arange(self._next_id, self._next_id + len(new), dtype=np.int64)
+            self._next_id += len(new)
+            ids[new] = new_ids
+            self._boxes = np.concatenate([self._boxes, boxes[new]])
+            self._velocity = np.concatenate([self._velocity, np.zeros((len(new), 4), np.float32)])
+            self._ids = np.concatenate([self._ids, new_ids])
+            self._missed = np.concatenate([self._missed, np.zeros(len(new), np.int64)])
+        return ids
