@@ -81,11 +81,13 @@ class CropTracker:
     ) -> Box | None:
         cfg = self.config
         if xyz.shape[0] == 0 or width < 1 or height < 1:
-            return self._lose(None)
+            self._lose(None)
+            return None
         xy = xyz[:, :2].astype(np.float64)
         confident = (score >= cfg.min_score) & np.isfinite(xy).all(axis=1)
         if int(confident.sum()) < cfg.min_keypoints:
-            return self._lose(None)
+            self._lose(None)
+            return None
         if confident[_HIPS].all():
             centre = xy[_HIPS].mean(axis=0)
         else:
@@ -99,7 +101,8 @@ class CropTracker:
         half = max(half, cfg.min_size_px / 2.0)
         half = min(half, max(width, height) / 2.0)  # never larger than the frame's long side
         if not (np.isfinite(half) and np.isfinite(centre).all()):
-            return self._lose("crop became NaN")
+            self._lose("crop became NaN")
+            return None
         side = 2.0 * half
         return Box(float(centre[0] - half), float(centre[1] - half), side, side)
 
