@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -94,13 +95,12 @@ class KeypointLayout(enum.Enum):
     @property
     def names(self) -> tuple[str, ...]:
         """Lower-case point names in index order."""
-        enum_cls = Coco17 if self is KeypointLayout.COCO17 else BlazePose33
-        return tuple(member.name.lower() for member in enum_cls)
+        return _names(self.value)
 
     @property
     def num_keypoints(self) -> int:
         """K, the number of points."""
-        return len(self.names)
+        return len(_names(self.value))
 
     @property
     def edges(self) -> tuple[tuple[int, int], ...]:
@@ -121,6 +121,12 @@ class KeypointLayout(enum.Enum):
             if member.value == name.lower():
                 return member
         raise ValueError(f"unknown keypoint layout {name!r}; valid: {[m.value for m in cls]}")
+
+
+@functools.cache
+def _names(layout: str) -> tuple[str, ...]:
+    enum_cls = Coco17 if layout == KeypointLayout.COCO17.value else BlazePose33
+    return tuple(member.name.lower() for member in enum_cls)
 
 
 def blazepose_to_coco_indices() -> npt.NDArray[np.int64]:

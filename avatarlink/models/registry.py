@@ -65,12 +65,28 @@ MODELS: dict[str, ModelSpec] = {
             "MoveNet SinglePose Thunder: more accurate, 17 COCO points",
         ),
         ModelSpec(
+            "movenet-multipose",
+            "movenet_multipose.onnx",
+            "avatarlink.models.movenet_multipose:MoveNetMultiPoseEstimator",
+            (256, 256),
+            KeypointLayout.COCO17,
+            "MoveNet MultiPose Lightning: up to 6 people with stable ids, 17 COCO points",
+        ),
+        ModelSpec(
             "posenet",
             "posenet_mobilenet.onnx",
             "avatarlink.models.posenet:PoseNetEstimator",
             (257, 257),
             KeypointLayout.COCO17,
             "PoseNet MobileNetV1 0.75: any 16n+1 input (input_size=...), decode fused in the graph",
+        ),
+        ModelSpec(
+            "blazepose-full",
+            "blazepose_full.onnx",
+            "avatarlink.models.blazepose:BlazePoseEstimator",
+            (256, 256),
+            KeypointLayout.BLAZEPOSE33,
+            "BlazePose full + person detector: 33 points, world metres, ROI tracking",
         ),
     )
 }
