@@ -435,6 +435,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def build_fused_posenet(posenet: Path) -> None:
+    """Write posenet_mobilenet_fused.onnx: the same network with the decode appended (fuse.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from avatarlink.fuse import build_fused_model
+
+    fused = build_fused_model(posenet)
+    log.info("posenet fused decode: wrote %s (sha256 %s)", fused.path.name, fused.sha256)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -491,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             continue
         built[spec.name] = entry
+        if spec.name == "posenet_mobilenet":
+            build_fused_posenet(out_dir / entry["file"])
         manifest = write_manifest(out_dir, built, versions)
         update_models_md(out_dir, manifest)
         log.info(

@@ -7,4 +7,6 @@ Each module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Register
 from __future__ import annotations
 
 # name -> module path. "pipeline" is what a bare ``avatarlink bench`` runs.
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "decode": "avatarlink.benches.decode",
+}
