@@ -39,6 +39,11 @@ class CropTrackingConfig:
         torso_expansion: crop half-size >= this x the largest torso-joint distance from the centre.
         body_expansion: crop half-size >= this x the farthest confident keypoint from the centre.
         min_size_px: smallest crop side in source pixels (guards degenerate poses).
+        hold: the previous crop is kept while the new one's centre moved less than this fraction
+            of its side and its side changed by less than that (shrank by less than twice that),
+            and it still holds every confident keypoint. A crop that follows every wobble of the
+            keypoints feeds that wobble back into the model input; holding it removes most of
+            the added jitter.
     """
 
     min_score: float = 0.2
@@ -46,6 +51,7 @@ class CropTrackingConfig:
     torso_expansion: float = 1.9
     body_expansion: float = 1.2
     min_size_px: float = 32.0
+    hold: float = 0.1
 
 
 class CropTracker:
@@ -104,6 +110,19 @@ class CropTracker:
             self._lose("crop became NaN")
             return None
         side = 2.0 * half
+        prev = self.region
+        if prev is not None and cfg.hold > 0:
+            shift = np.abs(centre - [prev.x + prev.w / 2, prev.y + prev.h / 2]).max()
+            grow = side / prev.w - 1.0
+            pts = xy[confident]
+            inside = bool(
+                (pts[:, 0] > prev.x).all()
+                and (pts[:, 0] < prev.x + prev.w).all()
+                and (pts[:, 1] > prev.y).all()
+                and (pts[:, 1] < prev.y + prev.h).all()
+            )
+            if inside and shift < cfg.hold * prev.w and -2 * cfg.hold < grow < cfg.hold:
+                return prev
         return Box(float(centre[0] - half), float(centre[1] - half), side, side)
 
     def _lose(self, reason: str | None) -> None:

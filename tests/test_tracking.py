@@ -99,7 +99,7 @@ def test_movenet_tracking_follows_a_moving_person() -> None:
         diff = res.xyz[0, ok, :2] - (direct.xyz[0, ok, :2] + [ox, oy])
         errors.append(float(np.median(np.linalg.norm(diff, axis=1))))
     assert tracked.tracker is not None and tracked.tracker.region is not None
-    assert max(errors[1:]) < 15  # after the first (whole-frame) frame the crop follows
+    assert max(errors[1:]) < 20  # after the first (whole-frame) frame the crop follows
 
 
 def test_movenet_tracking_recovers_after_the_person_leaves() -> None:
@@ -146,3 +146,18 @@ def test_lost_tracks_expire_and_new_people_get_new_ids() -> None:
         tracker.assign(np.zeros((0, 4), np.float32))
     (again,) = tracker.assign(box)
     assert again != first
+
+
+def test_crop_holds_still_through_small_wobbles_and_follows_real_moves() -> None:
+    tracker = CropTracker()
+    first = tracker.update(*_standing_person(400, 300, 200), 1280, 720)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        xyz, score = _standing_person(400, 300, 200)
+        xyz[:, :2] += rng.normal(0, 2.0, (17, 2))
+        assert tracker.update(xyz, score, 1280, 720) == first
+    moved = tracker.update(*_standing_person(520, 300, 200), 1280, 720)
+    assert moved is not None and first is not None
+    assert moved.x + moved.w / 2 == pytest.approx(520)
+    grown = tracker.update(*_standing_person(520, 300, 240), 1280, 720)
+    assert grown is not None and grown.w > moved.w  # never keeps a crop too small for the body

@@ -9,4 +9,5 @@ from __future__ import annotations
 # name -> module path. "pipeline" is what a bare ``avatarlink bench`` runs.
 BENCHES: dict[str, str] = {
     "decode": "avatarlink.benches.decode",
+    "tracking": "avatarlink.benches.tracking",
 }
