@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	@mkdir -p out
-	$(BIN)/avatarlink estimate --json out/estimate.jsonl --draw out/estimate.png $(DEMO_ARGS)
+	$(BIN)/avatarlink demo --seconds 20 $(DEMO_ARGS)
 
 test: $(STAMP)
 	VENV_PY=$(BIN)/python bash tools/test-setup.sh

@@ -19,7 +19,20 @@ from avatarlink.errors import AvatarlinkError
 log = logging.getLogger(__name__)
 
 # Subcommand modules, in the order ``--help`` lists them. Adding a command = one module + one name.
-COMMAND_MODULES: tuple[str, ...] = ("estimate", "models", "bench")
+COMMAND_MODULES: tuple[str, ...] = (
+    "run",
+    "demo",
+    "estimate",
+    "models",
+    "bench",
+    "rig",
+    "calibrate",
+    "export",
+    "replay",
+    "report",
+    "listen",
+    "blender_addon",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

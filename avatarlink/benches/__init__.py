@@ -8,6 +8,12 @@ from __future__ import annotations
 
 # name -> module path. "pipeline" is what a bare ``avatarlink bench`` runs.
 BENCHES: dict[str, str] = {
+    "pipeline": "avatarlink.benches.pipeline",
     "decode": "avatarlink.benches.decode",
     "tracking": "avatarlink.benches.tracking",
+    "blazepose": "avatarlink.benches.blazepose",
+    "preview": "avatarlink.benches.preview",
+    "retarget": "avatarlink.benches.retarget",
+    "smoothing": "avatarlink.benches.smoothing",
+    "streaming": "avatarlink.benches.streaming",
 }

@@ -18,6 +18,8 @@ def register(subparsers: Any) -> None:
         help="benchmarks: pipeline stages, decoding, smoothing, retargeting, streaming",
         description="Run a benchmark. Without NAME runs the pipeline benchmark.",
     )
+    if DEFAULT_BENCH in BENCHES:  # `avatarlink bench --frames 100` runs the default with options
+        importlib.import_module(BENCHES[DEFAULT_BENCH]).add_arguments(parser)
     names = parser.add_subparsers(dest="bench_name", metavar="NAME")
     for name, module_path in BENCHES.items():
         module = importlib.import_module(module_path)
@@ -33,8 +35,6 @@ def _default_bench(parser: argparse.ArgumentParser) -> Any:
             parser.print_help()
             return 2
         module = importlib.import_module(BENCHES[DEFAULT_BENCH])
-        sub = argparse.ArgumentParser(prog="avatarlink bench")
-        module.add_arguments(sub)
-        return int(module.run(sub.parse_args([])))
+        return int(module.run(args))
 
     return handler

@@ -88,6 +88,22 @@ MODELS: dict[str, ModelSpec] = {
             KeypointLayout.BLAZEPOSE33,
             "BlazePose full + person detector: 33 points, world metres, ROI tracking",
         ),
+        ModelSpec(
+            "blazepose-lite",
+            "blazepose_lite.onnx",
+            "avatarlink.models.blazepose:BlazePoseEstimator",
+            (256, 256),
+            KeypointLayout.BLAZEPOSE33,
+            "BlazePose lite + person detector: fastest BlazePose, 33 points, world metres",
+        ),
+        ModelSpec(
+            "blazepose-heavy",
+            "blazepose_heavy.onnx",
+            "avatarlink.models.blazepose:BlazePoseEstimator",
+            (256, 256),
+            KeypointLayout.BLAZEPOSE33,
+            "BlazePose heavy + person detector: most accurate BlazePose, 33 points, world metres",
+        ),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Files that run inside other programs (Blender add-on); self-contained, no avatarlink imports."""

@@ -1,0 +1,1 @@
+"""Static assets of the browser preview (HTML, JavaScript, CSS); no external resources."""
