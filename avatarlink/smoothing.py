@@ -464,16 +464,29 @@ class KalmanFilter(SmoothingFilter):
         p00, p01, p02, p11, p12, p22 = p[0], p[1], p[2], p[3], p[4], p[5]
         s[0] += d * s[1] + h * s[2]
         s[1] += d * s[2]
-        # A = F P, rows 0 and 1 (row 2 is P's); then P' = A F^T.
-        a00 = p00 + d * p01 + h * p02
-        a01 = p01 + d * p11 + h * p12
-        a02 = p02 + d * p12 + h * p22
-        a12 = p12 + d * p22
-        p11 += d * p12 + d * a12 + q * d**3 / 3.0
-        p00[...] = a00 + d * a01 + h * a02 + q * d**5 / 20.0
-        p01[...] = a01 + d * a02 + q * d**4 / 8.0
-        p02[...] = a02 + q * d**3 / 6.0
-        p12[...] = a12 + q * d**2 / 2.0
+        # A = F P, rows 0 and 1 (row 2 is P's); then P' = A F^T, updated in place from the
+        # bottom-right corner so every right-hand side still reads prior values:
+        # P'22 = p22, P'12 = a12, P'11 = p11 + d p12 + d a12, P'02 = a02, P'01 = a01 + d a02,
+        # P'00 = a00 + d a01 + h a02 with a12 = p12 + d p22, a02 = p02 + d p12 + h p22,
+        # a01 = p01 + d p11 + h p12, a00 = p00 + d p01 + h p02.
+        a01 = p01 + d * p11
+        a01 += h * p12
+        p00 += d * p01
+        p00 += h * p02  # a00
+        p02 += d * p12
+        p02 += h * p22  # a02
+        p11 += 2.0 * d * p12
+        p11 += (d * d) * p22  # p11 + d p12 + d a12
+        p12 += d * p22  # a12
+        p00 += d * a01
+        p00 += h * p02
+        p01[...] = a01
+        p01 += d * p02
+        p00 += q * d**5 / 20.0
+        p01 += q * d**4 / 8.0
+        p02 += q * d**3 / 6.0
+        p11 += q * d**3 / 3.0
+        p12 += q * d**2 / 2.0
         p22 += q * d
 
     def _step(self, x: F64, t: float, valid: BoolArr, scale: F64 | None) -> F64:
@@ -497,17 +510,28 @@ class KalmanFilter(SmoothingFilter):
             p00 *= inv_s
             est: F64 = s[0]
             return est
-        gain = [p[ix[i][0]] * inv_s for i in range(n)]
         if fast:
+            # Constant acceleration, written out likewise (P_ij -= K_i P_0j, rows 2, 1, then 0
+            # so that P_0j is still the prior value when it is used).
+            p00, p01, p02, p11, p12, p22 = p[0], p[1], p[2], p[3], p[4], p[5]
             innovation = x - s[0]
-            for i in range(n):
-                s[i] += gain[i] * innovation
-            # P_ij -= K_i P_0j, from the last row up so P_0j is still the old value when used.
-            for i in reversed(range(n)):
-                for j in reversed(range(i, n)):
-                    p[ix[i][j]] -= gain[i] * p[ix[0][j]]
-            est_all: F64 = s[0]
-            return est_all
+            k1 = p01 * inv_s
+            k2 = p02 * inv_s
+            s[1] += k1 * innovation
+            s[2] += k2 * innovation
+            p22 -= k2 * p02
+            p12 -= k1 * p02
+            p11 -= k1 * p01
+            innovation *= p00
+            innovation *= inv_s
+            s[0] += innovation
+            inv_s *= self._r2
+            p02 *= inv_s
+            p01 *= inv_s
+            p00 *= inv_s
+            est_ca: F64 = s[0]
+            return est_ca
+        gain = [p[ix[i][0]] * inv_s for i in range(n)]
         update = valid & self._init
         first = valid & ~self._init
         innovation = np.where(update, x - s[0], 0.0)  # NaN-free: unmeasured elements add 0

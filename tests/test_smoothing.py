@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from avatarlink.smoothing import (
     OneEuroFilter,
     QuaternionOneEuroFilter,
     RotationSmoother,
+    SmoothingFilter,
     VelocityFilter,
     make_filter,
 )
@@ -84,15 +86,15 @@ def _random_track(
     ],
     ids=["one_euro", "kalman_cv", "kalman_ca", "velocity"],
 )
-def test_batch_equals_a_loop_of_scalar_filters(factory: object) -> None:
+def test_batch_equals_a_loop_of_scalar_filters(factory: Callable[[], SmoothingFilter]) -> None:
     rng = np.random.default_rng(0)
     t, x = _random_track(rng, 150, (2, 4, 3))
-    batch = factory()  # type: ignore[operator]
+    batch = factory()
     got = np.stack([batch(xi, ti) for xi, ti in zip(x, t, strict=True)])
     expected = np.empty_like(x)
     for idx in np.ndindex(*x.shape[1:]):
-        single = factory()  # type: ignore[operator]
-        expected[(slice(None), *idx)] = [
+        single = factory()
+        expected[(slice(None), idx[0], idx[1], idx[2])] = [
             single(np.array([xi[idx]]), ti)[0] for xi, ti in zip(x, t, strict=True)
         ]
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
@@ -370,7 +372,8 @@ def _pose(center: tuple[float, float] = (300.0, 300.0), size: float = 100.0) -> 
     xyz[BlazePose33.RIGHT_SHOULDER] = (-0.4, -1.0, 0)
     xyz[BlazePose33.LEFT_HIP] = (0.2, 0.0, 0)
     xyz[BlazePose33.RIGHT_HIP] = (-0.2, 0.0, 0)
-    return xyz * size + np.array([center[0], center[1], 0.0])
+    out: np.ndarray = xyz * size + np.array([center[0], center[1], 0.0])
+    return out
 
 
 def _kp(

@@ -21,8 +21,10 @@ Measures (:mod:`avatarlink.metrics`), on the frames where the input keypoint was
 
 The ``mediapipe`` preset runs MediaPipe Pose's smoothing parameters with this code, and the
 default preset is checked against it: it must have lower jitter at equal or lower lag, or lower
-lag at equal or lower jitter. Timings (per frame, medians and interquartile spreads) compare the
-raw filters on ``(1, 33, 3)`` and the quaternion filter on 55 bones.
+lag at equal or lower jitter. Ablation rows rerun the default preset with each of its departures
+from the reference One-Euro undone (per-keypoint speed, speed dead band). Timings (per frame,
+medians and interquartile spreads) compare the raw filters on ``(1, 33, 3)`` and the quaternion
+filter on 55 bones.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ PRESET_RUNS: tuple[tuple[str, str], ...] = (
     ("kalman", "smooth"),
     ("one_euro", "mediapipe"),
     ("velocity", "mediapipe"),
+)
+# The default preset with one of its departures from the reference One-Euro undone, to show
+# what each contributes: (label, overrides).
+ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("axis_speed", {"one_euro.speed": "axis"}),
+    ("no_deadband", {"one_euro.deadband": 0.0}),
+    ("reference", {"one_euro.speed": "axis", "one_euro.deadband": 0.0}),
 )
 # One-Euro: beta (s per person size), the main jitter/lag knob; Kalman: process noise.
 ONE_EURO_SWEEP: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 25.0, 35.0, 50.0, 80.0)
@@ -321,6 +330,10 @@ def measure(
         runs: list[tuple[str, str, str, SmoothingConfig]] = [
             ("preset", f, p, _config_for(f, p)) for f, p in PRESET_RUNS
         ]
+        if PRESETS[DEFAULT_PRESET].filter == "one_euro":
+            for label, overrides in ABLATIONS:
+                cfg = _config_for("one_euro", DEFAULT_PRESET, overrides)
+                runs.append(("ablation", "one_euro", f"{DEFAULT_PRESET}/{label}", cfg))
         if sweep:
             for beta in ONE_EURO_SWEEP:
                 cfg = _config_for("one_euro", DEFAULT_PRESET, {"one_euro.beta": beta})
@@ -459,10 +472,15 @@ def write_report(
 ) -> None:
     """The human-readable tables."""
     out.write("filter     preset                  fps  jitter_ratio  lag_ms  err_ratio  ms/frame\n")
-    for kind in ("preset", "sweep"):
+    for kind in ("preset", "ablation", "sweep"):
         rows = [r for r in records if r["kind"] == kind]
         if not rows:
             continue
+        if kind == "ablation":
+            out.write(
+                f"{DEFAULT_PRESET} with a departure from the reference One-Euro undone "
+                "(axis_speed: per-coordinate speed; no_deadband; reference: both):\n"
+            )
         if kind == "sweep":
             out.write(f"trade-off curves (sweeps around the {DEFAULT_PRESET} preset):\n")
         for r in rows:
@@ -532,7 +550,7 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
             if len(line) > 1:
                 cv2.polylines(img, [line], False, colours[name], 2, cv2.LINE_AA)
         for r in records:
-            if r["fps"] != fps or r["kind"] != "preset" or r["filter"] == "none":
+            if r["fps"] != fps or r["kind"] == "sweep" or r["filter"] == "none":
                 continue
             if not math.isfinite(r["lag_ms"]):
                 continue
@@ -540,6 +558,9 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
             colour = colours.get(r["filter"], (0, 0, 0))
             if r["preset"] == "mediapipe":
                 cv2.drawMarker(img, c, (0, 0, 0), cv2.MARKER_TILTED_CROSS, 12, 2)
+            elif r["kind"] == "ablation":
+                colour = (120, 120, 120)
+                cv2.circle(img, c, 4, colour, 1, cv2.LINE_AA)
             else:
                 cv2.circle(img, c, 6 if r["default"] else 4, colour, -1, cv2.LINE_AA)
             label = f"{r['filter']}/{r['preset']}"
