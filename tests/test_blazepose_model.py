@@ -18,6 +18,7 @@ from avatarlink.benches.blazepose import (
 )
 from avatarlink.models.blazepose import BlazePoseConfig, BlazePoseEstimator, blazepose_to_coco17
 from avatarlink.models.registry import get_spec
+from avatarlink.preprocess import Box
 from avatarlink.roi import RotatedRect
 from avatarlink.session import SessionOptions
 from avatarlink.skeletons import BlazePose33, KeypointLayout
@@ -134,6 +135,20 @@ def test_two_people_are_tracked_with_stable_ids(skier: np.ndarray) -> None:
     assert est.stats.detector_runs == 1
 
 
+def test_region_picks_the_person_in_the_box(skier: np.ndarray) -> None:
+    batter = read_image(shared_data("coco", "000000196141.jpg"))
+    frame = np.ascontiguousarray(
+        np.hstack([skier[:, 200:560], cv2.resize(batter, (640, 425))[:, 180:480]])
+    )
+    est = make()
+    for x0 in (0, 360):  # left half: the skier; right half: the batter
+        kp = est.estimate(frame, Box(x0, 0, 300, 425)).image
+        assert kp.num_persons == 1 and kp.ids.tolist() == [-1]
+        hip_x = kp.xyz[0, [B.LEFT_HIP, B.RIGHT_HIP], 0].mean()
+        assert x0 < hip_x < x0 + 300
+    assert est.stats.detector_runs == 0  # regions do not touch the tracker
+
+
 def test_tracking_runs_the_detector_rarely_and_redetects(skier: np.ndarray) -> None:
     spec = SequenceSpec(sway=12, exit=6, gone=4, enter=6)
     frames = synthetic_sequence(skier, spec)
@@ -241,6 +256,10 @@ def test_every_variant_runs_and_its_heatmap_activation_is_known(name: str) -> No
     if not spec.path.is_file():
         pytest.skip(f"model file not found: {spec.path}")
     est = BlazePoseEstimator(spec, OPTIONS, BlazePoseConfig(heatmap_refine="quadratic"))
+    # ONNX Runtime computes every output of a file, requested or not: the shipped files carry
+    # only what the adapter reads (no segmentation mask, which cost ~40% of full's time).
+    lm = est.landmark_model
+    assert sorted(lm.session.output_names) == sorted(lm.requested)
     image = read_image(SAMPLE_IMAGE)
     result = est.estimate(image)
     assert result.image.num_persons == 1 and result.world is not None

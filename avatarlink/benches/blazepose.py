@@ -146,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-persons", type=int, default=10, help="people per photo (accuracy)")
     parser.add_argument(
         "--landmark-file", type=Path, default=None,
-        help="alternative landmark model file (e.g. one without the segmentation head)",
+        help="alternative landmark model file (e.g. another conversion, to compare timings)",
     )  # fmt: skip
     parser.add_argument("--json", dest="json_out", help="write the results as JSON here")
 

@@ -20,8 +20,9 @@ Model contract (models/MODELS.md): input ``input`` float32 (1, 256, 256, 3) RGB 
 by name: ``landmarks`` (1, 195) = 39 x (x, y, z, visibility logit, presence logit), x, y, z in input
 pixels, z negative towards the camera; ``pose_flag`` (1, 1) probability; ``world_landmarks``
 (1, 117) = 39 x (x, y, z) metres; ``heatmap`` (1, 64, 64, 39), logits in the ``full`` file
-(converted from .tflite) and probabilities in ``lite``/``heavy`` (from TF.js); ``segmentation``
-(1, 256, 256, 1) is not used (and not requested). The detector file sits next to the landmark file.
+(converted from .tflite) and probabilities in ``lite``/``heavy`` (from TF.js). Other outputs are
+ignored; the shipped files have no ``segmentation`` output (the person mask is not converted, see
+models/MODELS.md). The detector file sits next to the landmark file.
 
 Timings (``EstimateResult.timings_ms``, ms): ``preprocess`` (letterbox and crops), ``detector``
 and ``landmark`` (model runs), ``postprocess`` (everything else: decoding, NMS, refinement,
@@ -627,9 +628,11 @@ class BlazePoseEstimator:
     def estimate(self, image: ImageArray, region: Box | None = None) -> EstimateResult:
         """Keypoints of up to ``max_persons`` people in ``image`` (uint8 (H, W, 3) BGR).
 
-        With ``region`` (source pixels), one person is looked for inside it (the detector sees the
-        region enlarged by ``region_margin``); tracking state is neither used nor changed. A frame
-        with no pixels gives "no person".
+        With ``region`` (source pixels), one person is looked for inside it: the detector sees the
+        region enlarged by ``region_margin``, then the landmark model runs on the detection's ROI
+        and ``region_refinements`` more times on the ROI from its own auxiliary points (an upright
+        ROI on the region when nothing is detected); tracking state is neither used nor changed.
+        A frame with no pixels gives "no person".
         """
         t0 = time.perf_counter()
         self._timings = {"preprocess": 0.0, "detector": 0.0, "landmark": 0.0}
@@ -675,13 +678,16 @@ def _is_empty_frame(image: object) -> bool:
 
 def _best_in_region(dets: Detections, region: Box, scale: float) -> RotatedRect | None:
     """ROI of the detection that best fills ``region``: the highest IoU between the region and
-    the detection's body square (the ROI without its ``scale`` margin, axis-aligned)."""
+    the detection's body square (the ROI without its ``scale`` margin, axis-aligned); None when
+    no detection overlaps the region."""
     rois = [r for r in dets.rois(scale) if r.valid]
     if not rois:
         return None
     bodies = np.stack([replace(r, size=r.size / scale).aabb() for r in rois])
     target = np.array([region.x, region.y, region.x + region.w, region.y + region.h])
-    return rois[int(np.argmax(box_iou(target, bodies)[0]))]
+    iou = box_iou(target, bodies)[0]
+    best = int(np.argmax(iou))
+    return rois[best] if iou[best] > 0.0 else None
 
 
 def _to_keypoints(results: list[tuple[int, PoseLandmarks]]) -> tuple[Keypoints, Keypoints]:
