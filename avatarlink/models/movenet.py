@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatarlink.errors import ModelError
-from avatarlink.models.base import EstimateResult
+from avatarlink.models.base import EstimateResult, keypoints_2d, stage_timings
 from avatarlink.models.registry import ModelSpec
 from avatarlink.preprocess import Box, letterbox_image
 from avatarlink.session import InferenceSession, SessionOptions
@@ -107,16 +107,9 @@ class MoveNetEstimator:
         xy_model = yxs[..., 1::-1] * size  # (y, x) normalised -> (x, y) model pixels
         xy = lb.to_source(xy_model)
         score = np.ascontiguousarray(yxs[..., 2])
-        xyz = np.concatenate([xy, np.full((*xy.shape[:-1], 1), np.nan, np.float32)], axis=-1)
-        xyz[score < self.thresholds.keypoint] = np.nan
         if float(score.mean()) < self.thresholds.person:
             keypoints = Keypoints.empty(self.layout, Space.IMAGE)
         else:
-            keypoints = Keypoints(xyz, score, self.layout, Space.IMAGE)
+            keypoints = keypoints_2d(xy, score, self.layout, self.thresholds.keypoint)
         t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "decode": (t3 - t2) * 1e3,
-        }
-        return EstimateResult(keypoints, None, timings)
+        return EstimateResult(keypoints, None, stage_timings(t0, t1, t2, t3))

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatarlink.errors import ConfigError
-from avatarlink.models.base import EstimateResult
+from avatarlink.models.base import EstimateResult, keypoints_2d, stage_timings
 from avatarlink.models.registry import ModelSpec
 from avatarlink.preprocess import Box, letterbox_image
 from avatarlink.session import InferenceSession, SessionOptions
 from avatarlink.skeletons import KeypointLayout
 from avatarlink.tracking import IdentityConfig, IdentityTracker
-from avatarlink.types import FloatArray, ImageArray, Keypoints, Space
+from avatarlink.types import FloatArray, ImageArray
 
 _STRIDE = 32
 
@@ -118,14 +118,9 @@ class MoveNetMultiPoseEstimator:
         xy_model, score, boxes, person_score = decode_multipose(raw, in_w, in_h, self.config)
         xy = lb.to_source(xy_model)
         src_boxes = lb.to_source(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-        xyz = np.concatenate([xy, np.full((*xy.shape[:-1], 1), np.nan, np.float32)], axis=-1)
-        xyz[score < self.config.keypoint_threshold] = np.nan
         ids = self.identities.assign(src_boxes)
-        keypoints = Keypoints(xyz, score, self.layout, Space.IMAGE, person_score, ids)
+        keypoints = keypoints_2d(
+            xy, score, self.layout, self.config.keypoint_threshold, person_score, ids
+        )
         t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "decode": (t3 - t2) * 1e3,
-        }
-        return EstimateResult(keypoints, None, timings)
+        return EstimateResult(keypoints, None, stage_timings(t0, t1, t2, t3))

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from avatarlink.decode import REFINE_METHODS, RefineSettings, decode_posenet
 from avatarlink.errors import ConfigError, ModelError
 from avatarlink.fuse import FUSED_OUTPUT, fused_path
-from avatarlink.models.base import EstimateResult
+from avatarlink.models.base import EstimateResult, keypoints_2d, stage_timings
 from avatarlink.models.movenet import DetectionThresholds
 from avatarlink.models.registry import ModelSpec
 from avatarlink.preprocess import Box, Letterbox, letterbox_image
@@ -105,11 +105,9 @@ def yxs_to_keypoints(
     """(17, 3) y, x (model-input pixels), score to :class:`Keypoints` in source pixels."""
     xy = letterbox.to_source(yxs[None, :, 1::-1])  # (1, 17, 2) x, y
     score = np.ascontiguousarray(yxs[None, :, 2], dtype=np.float32)
-    xyz = np.concatenate([xy, np.full((*xy.shape[:-1], 1), np.nan, np.float32)], axis=-1)
-    xyz[score < thresholds.keypoint] = np.nan
     if not float(score.mean()) >= thresholds.person:
         return Keypoints.empty(KeypointLayout.COCO17, Space.IMAGE)
-    return Keypoints(xyz, score, KeypointLayout.COCO17, Space.IMAGE)
+    return keypoints_2d(xy, score, KeypointLayout.COCO17, thresholds.keypoint)
 
 
 class PoseNetEstimator:
@@ -210,12 +208,7 @@ class PoseNetEstimator:
             yxs = decode_posenet(raw["heatmap"], raw["offsets"], self.method, STRIDE, self.refine)
         keypoints = yxs_to_keypoints(yxs, lb, self.thresholds)
         t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "decode": (t3 - t2) * 1e3,
-        }
-        return EstimateResult(keypoints, None, timings)
+        return EstimateResult(keypoints, None, stage_timings(t0, t1, t2, t3))
 
 
 def binding_device(session: InferenceSession) -> str:
