@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from avatarlink.preprocess import Box
+from avatarlink.roi import box_iou
 from avatarlink.skeletons import Coco17
 
 log = logging.getLogger(__name__)
@@ -132,20 +133,6 @@ class CropTracker:
             log.warning("crop tracking reset: %s (further resets are counted only)", reason)
             self._warned = True
         return None
-
-
-def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Pairwise IoU of boxes given as (x0, y0, x1, y1): a (N, 4), b (M, 4) -> (N, M)."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out: FloatArray = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
-    return out
 
 
 @dataclass(frozen=True)

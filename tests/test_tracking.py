@@ -13,7 +13,6 @@ from avatarlink.tracking import (
     CropTracker,
     CropTrackingConfig,
     IdentityTracker,
-    box_iou,
 )
 
 
@@ -115,12 +114,6 @@ def test_movenet_tracking_recovers_after_the_person_leaves() -> None:
     frame2 = np.zeros_like(frame)
     frame2[150:662, 700:1212] = photo
     assert est.estimate(frame2).image.num_persons == 1
-
-
-def test_box_iou() -> None:
-    a = np.array([[0, 0, 10, 10]], np.float32)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    assert np.allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0]])
 
 
 def test_identities_survive_two_people_crossing() -> None:
