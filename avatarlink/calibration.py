@@ -35,7 +35,7 @@ from avatarlink.errors import ConfigError, InputError, RigError
 from avatarlink.lift import LiftConfig, segment_lengths
 from avatarlink.rig import Rig, dotted, load_yaml_with_lines
 from avatarlink.skeletons import KeypointLayout
-from avatarlink.solver import SolverConfig
+from avatarlink.solver import SolverConfig, dataclass_from_mapping
 from avatarlink.types import Keypoints, Space
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,17 @@ class CalibrationConfig:
             )
         if self.height_m is not None and not 0.5 < self.height_m < 3.0:
             raise ConfigError(f"calibration.height_m must be in (0.5, 3) m, got {self.height_m!r}")
+
+
+def calibration_config_from_mapping(
+    data: Mapping[str, Any] | None,
+    source: str,
+    lines: Mapping[str, int],
+    prefix: str = "calibration",
+) -> CalibrationConfig:
+    """Validate the ``calibration`` config section; errors name the dotted key, file and line."""
+    cfg: CalibrationConfig = dataclass_from_mapping(CalibrationConfig, data, source, lines, prefix)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,9 @@ class Calibrator:
         up = thorax - pelvis
         acc.roll.append(math.degrees(math.atan2(up[0], up[1])))
         if world:
-            left = (pts["left_shoulder"] - pts["right_shoulder"]) + (pts["left_hip"] - pts["right_hip"])
+            left = (pts["left_shoulder"] - pts["right_shoulder"]) + (
+                pts["left_hip"] - pts["right_hip"]
+            )
             forward = np.cross(left, up)
             acc.yaw.append(math.degrees(math.atan2(forward[0], forward[2])))
         if "nose" in pts:
@@ -243,7 +256,8 @@ class Calibrator:
             if abs(below) <= cfg.t_pose_tolerance_deg and cfg.pose in ("t", "auto"):
                 arm_pose.append("t")
             elif cfg.a_pose_range_deg[0] <= below <= cfg.a_pose_range_deg[1] and cfg.pose in (
-                "a", "auto"
+                "a",
+                "auto",
             ):
                 arm_pose.append("a")
             else:

@@ -15,6 +15,7 @@ A complete file (every key optional; ``avatarlink run --print-config`` shows the
     synthetic: {width: 640, height: 480, fps: 30, motions: [], ...}
     outputs: {max_rate_hz: null, mirror: false, ...}
     status: {interval_s: 0.25, log_interval_s: 10.0}
+    pipeline: {overlap: false, keepalive_hz: 10, ...}
     smoothing: {preset: balanced, ...}   # or just: smoothing: balanced
     lift: {...}                     # avatarlink.lift.LiftConfig
     solver: {...}                   # avatarlink.solver.SolverConfig
@@ -49,6 +50,7 @@ from avatarlink.capture import CaptureOptions
 from avatarlink.errors import ConfigError
 from avatarlink.models.registry import DEFAULT_MODEL
 from avatarlink.outputs.base import SinkOptions
+from avatarlink.pipeline import PipelineOptions
 from avatarlink.session import DEVICES
 from avatarlink.status import StatusOptions
 from avatarlink.synthetic import SyntheticOptions
@@ -95,6 +97,7 @@ class AppConfig:
     synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
     outputs: SinkOptions = field(default_factory=SinkOptions)
     status: StatusOptions = field(default_factory=StatusOptions)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     #: Sections of :data:`SECTIONS` and :data:`PASSTHROUGH_SECTIONS`, validated, by name.
     sections: Mapping[str, Any] = field(default_factory=dict)
 
@@ -103,7 +106,7 @@ class AppConfig:
         return self.sections.get(name)
 
 
-_TOP_DATACLASS_SECTIONS = ("capture", "synthetic", "outputs", "status")
+_TOP_DATACLASS_SECTIONS = ("capture", "synthetic", "outputs", "status", "pipeline")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """2D -> 3D lifting: image keypoints (pixels) -> world keypoints (metres) with bone-length priors.
 
 Weak-perspective model: the body is far from the camera compared with its depth, so every point
-projects with one scale ``s`` (pixels per metre). ``s`` comes from the segments that foreshorten
-least (a projected segment is never longer than ``s`` times its true length): the largest ratio
-of projected to known length over the torso, shoulder and hip lines and the long limb bones,
-kept as a running maximum that decays slowly (``scale_decay_s``) so a limb pointing at the camera
-does not shrink the body. Each segment of known length ``L`` whose projection is ``l = |d| / s``
-long then has a depth offset ``dz = +-sqrt(L^2 - l^2)``.
+projects with one scale ``s`` (pixels per metre). ``s`` comes from the torso (a projected segment
+is never longer than ``s`` times its true length): the larger ratio of projected to known length
+of the spine (hip centre to shoulder centre) and the shoulder line, so either leaning towards the
+camera or turning sideways alone does not shrink the body (the hip line stands in when neither is
+visible), smoothed over time (``scale_smoothing_s``) because the performer's distance changes
+slowly while keypoint noise does not. Each segment of known length ``L`` whose projection is
+``l = |d| / s`` long then has a depth offset ``dz = +-sqrt(L^2 - l^2)``.
 
 The sign of each ``dz`` is the hard part. All sign patterns of the torso (lean, hip-line and
 shoulder-line turns) and of each limb (upper and lower bone, and the foot) are built as candidate
@@ -36,12 +37,12 @@ import numpy as np
 import numpy.typing as npt
 
 from avatarlink import quat
-from avatarlink.errors import InputError
+from avatarlink.errors import ConfigError, InputError
 from avatarlink.rig import LIMIT_CONE, Rig
 from avatarlink.skeletons import KeypointLayout
 from avatarlink.solver import (
-    _config_from_mapping,
     build_plan,
+    dataclass_from_mapping,
     limit_violation_deg,
     plan_core,
 )
@@ -65,8 +66,11 @@ class LiftConfig:
         min_score: image keypoints scoring below this count as missing.
         limit_weight: cost per degree a candidate's joint lies outside the rig's limits.
         comfort_weight: cost per degree a bone lies from the centre of its swing cone.
-        temporal_weight: cost per metre a keypoint's depth moves from the previous frame.
-        scale_decay_s: time constant (s) with which the running pixels-per-metre scale may shrink.
+        temporal_weight: cost per metre a segment's depth offset moves from the last one whose
+            sign was readable (continuity).
+        sign_memory_min_m: a depth offset at least this large is remembered for continuity;
+            smaller ones (a segment near the image plane) keep the previous memory.
+        scale_smoothing_s: time constant (s) of the exponential smoothing of the scale.
         focal_px: the camera's focal length in pixels, when known: depths then also correct the
             perspective (near points look bigger) in a second pass. None: weak perspective only.
         principal_point: (x, y) pixels of the optical axis for that correction (None: the hip
@@ -78,7 +82,8 @@ class LiftConfig:
     limit_weight: float = 1.0
     comfort_weight: float = 0.02
     temporal_weight: float = 20.0
-    scale_decay_s: float = 2.0
+    sign_memory_min_m: float = 0.02
+    scale_smoothing_s: float = 0.5
     focal_px: float | None = None
     principal_point: tuple[float, float] | None = None
     person_timeout_s: float = 2.0
@@ -88,15 +93,11 @@ def lift_config_from_mapping(
     data: Mapping[str, Any] | None, source: str, lines: Mapping[str, int], prefix: str = "lift"
 ) -> LiftConfig:
     """Validate the ``lift`` config section; errors name the dotted key, file and line."""
-    data = dict(data or {})
-    focal = data.pop("focal_px", None)
-    cfg: LiftConfig = _config_from_mapping(LiftConfig, data, source, lines, prefix)
-    if focal is not None:
-        if isinstance(focal, bool) or not isinstance(focal, (int, float)) or focal <= 0:
-            line = lines.get(f"{prefix}.focal_px")
-            where = f" ({source or 'config'} line {line})" if line else ""
-            raise InputError(f"{prefix}.focal_px must be a number > 0 px, got {focal!r}{where}")
-        cfg = LiftConfig(**{**cfg.__dict__, "focal_px": float(focal)})
+    cfg: LiftConfig = dataclass_from_mapping(LiftConfig, data, source, lines, prefix)
+    if cfg.focal_px is not None and cfg.focal_px <= 0:
+        line = lines.get(f"{prefix}.focal_px")
+        where = f" ({source or 'config'} line {line})" if line else ""
+        raise ConfigError(f"{prefix}.focal_px must be > 0 px, got {cfg.focal_px:g}{where}")
     return cfg
 
 
@@ -126,14 +127,17 @@ def _segments(layout: KeypointLayout) -> tuple[Segment, ...]:
     ]
     for side in ("left", "right"):
         segs += [
-            Segment(f"{side}_upper_arm", f"{side}_shoulder", (f"{side}_elbow",), f"{side}_arm", False),
+            Segment(
+                f"{side}_upper_arm", f"{side}_shoulder", (f"{side}_elbow",), f"{side}_arm", False
+            ),
             Segment(f"{side}_forearm", f"{side}_elbow", (f"{side}_wrist",), f"{side}_arm", False),
             Segment(f"{side}_thigh", f"{side}_hip", (f"{side}_knee",), f"{side}_leg", False),
             Segment(f"{side}_shin", f"{side}_knee", (f"{side}_ankle",), f"{side}_leg", False),
         ]
         if f"{side}_foot_index" in names:
             segs += [
-                Segment(f"{side}_toe", f"{side}_ankle", (f"{side}_foot_index",), f"{side}_leg", False),
+                Segment(f"{side}_toe", f"{side}_ankle", (f"{side}_foot_index",), f"{side}_leg",
+                        False),
                 Segment(f"{side}_heel", f"{side}_ankle", (f"{side}_heel",), f"{side}_leg", False),
             ]  # fmt: skip
     return tuple(segs)
@@ -200,7 +204,9 @@ def _rest_node(rig: Rig, name: str) -> F64:
 
 @dataclass
 class _Track:
-    z: dict[str, float] = field(default_factory=dict)  # node -> depth (m, relative to thorax)
+    # segment -> last confidently signed depth offset (m); kept while a segment is near the
+    # image plane, where its sign cannot be read
+    dz: dict[str, float] = field(default_factory=dict)
     scale: float = 0.0  # pixels per metre
     t: float = -math.inf
 
@@ -260,7 +266,7 @@ class Lifter:
             pid = int(keypoints.ids[p]) if keypoints.ids[p] >= 0 else -1 - p
             track = self._tracks.setdefault(pid, _Track())
             if t is None or t - track.t > self.config.person_timeout_s:
-                track.z.clear()
+                track.dz.clear()
                 track.scale = 0.0
             xyz, present = lay.lift_one(
                 np.asarray(keypoints.xyz[p, :, :2], np.float64),
@@ -272,7 +278,9 @@ class Lifter:
             out[p] = xyz
             score[p] = np.where(present, score[p], 0.0)
         if t is not None:
-            for k in [k for k, tr in self._tracks.items() if t - tr.t > self.config.person_timeout_s]:
+            for k in [
+                k for k, tr in self._tracks.items() if t - tr.t > self.config.person_timeout_s
+            ]:
                 del self._tracks[k]
         return Keypoints(out, score, keypoints.layout, Space.WORLD, keypoints.person_score,
                          keypoints.ids)  # fmt: skip
@@ -317,11 +325,15 @@ class _LayoutLift:
         self.evaluated = self.plan.evaluated
         lim = rig.limits
         self.cone = lim.kind == LIMIT_CONE
+        # Rigid models (face, hands) take the performer's size relative to the rig.
+        rig_lengths = segment_lengths(rig, layout)
+        size = float(np.mean([lengths[k] / rig_lengths[k] for k in ("torso", "shoulders")]))
+        self.size = size
         self.rigid = []
         for name, anchor, members in _rigid_groups(layout):
             usable = tuple(m for m in members if m in rig.sites)
             if len(usable) >= 4:
-                model = np.array([rig.rest_point(m) for m in usable])
+                model = size * np.array([rig.rest_point(m) for m in usable])
                 self.rigid.append((name, anchor, usable, model))
 
     # -- one person ---------------------------------------------------------------------------
@@ -337,9 +349,11 @@ class _LayoutLift:
                 pix[n] = np.array([uv[i, 0], -uv[i, 1]])
         _add_centres(pix)
         if THORAX not in pix and PELVIS not in pix:
-            return np.full((len(self.names), 3), np.nan, np.float32), np.zeros(len(self.names), bool)
+            return np.full((len(self.names), 3), np.nan, np.float32), np.zeros(
+                len(self.names), bool
+            )
         scale = self._scale(pix, track.scale, dt)
-        xyz, z, choice = self._pass(pix, scale, track)
+        xyz, signed, choice = self._pass(pix, scale, track)
         focal = self.config.focal_px
         if focal:
             # Perspective: a point z nearer than the hips looks D / (D - z) bigger (D = focal /
@@ -355,10 +369,12 @@ class _LayoutLift:
             _add_centres(corrected)
             if THORAX in corrected or PELVIS in corrected:
                 scale = self._scale(corrected, 0.0, 0.0)
-                xyz, z, _ = self._pass(corrected, scale, track, choice)
+                xyz, signed, _ = self._pass(corrected, scale, track, choice)
         track.scale = scale
-        track.z = z
-        ok = np.isfinite(xyz).all(axis=1)
+        for name, value in signed.items():
+            if abs(value) >= self.config.sign_memory_min_m:
+                track.dz[name] = value
+        ok = np.asarray(np.isfinite(xyz).all(axis=1), bool)
         return xyz.astype(np.float32), ok
 
     def _principal_point(self, pix: dict[str, F64]) -> F64:
@@ -375,7 +391,8 @@ class _LayoutLift:
         fixed: tuple[int, npt.NDArray[np.int64]] | None = None,
     ) -> tuple[F64, dict[str, float], tuple[int, npt.NDArray[np.int64]]]:
         """Build every sign candidate and pick the best (or the ``fixed`` choice); returns
-        (world (K, 3) with the origin at the hip centre, chosen depth of every node, choice)."""
+        (world (K, 3) with the origin at the hip centre, chosen signed depth offset of every
+        segment, choice)."""
         idx = self.index
         # Projected segment vectors in metres and their depth magnitudes.
         seg_xy = np.zeros((len(self.segments), 2))
@@ -413,39 +430,48 @@ class _LayoutLift:
                 cands[..., idx[n], 0], cands[..., idx[n], 1] = xy[n]
                 cands[..., idx[n], 2] = zz
         self._lift_rigid(pix, scale, root, cands, idx)
-        t_best, node_choice = fixed if fixed is not None else self._choose(cands, track, z, idx)
+        t_best, node_choice = (
+            fixed if fixed is not None else self._choose(cands, track, seg_dz, seg_ok, idx)
+        )
         xyz = cands[t_best, node_choice, np.arange(len(self.names))]
         # Origin at the hip centre (or where the rig puts it below the thorax).
         if PELVIS in z:
             origin = np.array([*xy[PELVIS], z[PELVIS][t_best, 0]])
         else:
             origin = np.array([0.0, -self.lengths["torso"], 0.0])
-        chosen = {
-            n: float(zz[t_best, node_choice[idx[n]] if n in idx else 0] - origin[2])
-            for n, zz in z.items()
-        }
-        return xyz - origin, chosen, (t_best, node_choice)
+        signed: dict[str, float] = {}
+        for i, s in enumerate(self.segments):
+            if seg_ok[i]:
+                pattern = 0 if s.group == "torso" else node_choice[idx[s.child[0]]]
+                signed[s.name] = float(self.signs[t_best, pattern, i] * seg_dz[i])
+        return xyz - origin, signed, (t_best, node_choice)
 
     def _scale(self, pix: dict[str, F64], previous: float, dt: float) -> float:
-        """Pixels per metre: the largest projected/true length ratio of the reference segments,
-        combined with the previous frame's estimate decaying by ``scale_decay_s``."""
-        ratios = []
+        """Pixels per metre: the larger projected/true length ratio of the spine and the
+        shoulder line (the hip line when neither is seen), smoothed with the previous estimate
+        over ``scale_smoothing_s``."""
+        ratios: dict[str, float] = {}
         for s in self.segments:
             if not s.scale_ref:
                 continue
             ends = (s.child[0], s.child[1]) if len(s.child) == 2 else (s.child[0], s.parent)
             if all(e in pix for e in ends):
-                ratios.append(float(np.linalg.norm(pix[ends[0]] - pix[ends[1]])) / self.lengths[s.name])
-        frame = max(ratios) if ratios else 0.0
-        decay = math.exp(-dt / max(self.config.scale_decay_s, 1e-6)) if dt > 0 else 0.0
-        scale = max(frame, previous * decay)
-        return scale if scale > 0 else 1.0
+                length = float(np.linalg.norm(pix[ends[0]] - pix[ends[1]]))
+                ratios[s.name] = length / self.lengths[s.name]
+        main = [v for k, v in ratios.items() if k != "hips"]
+        frame = max(main) if main else ratios.get("hips", 0.0)
+        if previous > 0 and dt > 0 and frame > 0:
+            keep = math.exp(-dt / max(self.config.scale_smoothing_s, 1e-6))
+            frame = math.exp(keep * math.log(previous) + (1.0 - keep) * math.log(frame))
+        elif frame <= 0:
+            frame = previous
+        return frame if frame > 0 else 1.0
 
     def _lift_rigid(
         self, pix: dict[str, F64], scale: float, root: str, cands: F64, idx: dict[str, int]
     ) -> None:
         """Rigid groups (face, hands): rotation from a weak-perspective fit, depths from it."""
-        for name, anchor, members, model in self.rigid:
+        for _name, anchor, members, model in self.rigid:
             have = [i for i, m in enumerate(members) if m in pix]
             if len(have) < 4:
                 continue
@@ -461,7 +487,7 @@ class _LayoutLift:
                 if root != THORAX or "neck" not in self.lengths:
                     continue
                 centre_xy = obs.mean(axis=0) - pix[THORAX] / scale
-                rest_offset = mdl.mean(axis=0) - _rest_node(self.rig, THORAX)
+                rest_offset = mdl.mean(axis=0) - self.size * _rest_node(self.rig, THORAX)
                 predicted = (rot @ rest_offset)[2]
                 dz = math.sqrt(max(self.lengths["neck"] ** 2 - float(centre_xy @ centre_xy), 0.0))
                 base = math.copysign(dz, predicted)
@@ -482,7 +508,7 @@ class _LayoutLift:
                     cands[..., k, 2] = za + rel[j, 2] - rel[a, 2]
 
     def _choose(
-        self, cands: F64, track: _Track, z: dict[str, F64], idx: dict[str, int]
+        self, cands: F64, track: _Track, seg_dz: F64, seg_ok: B8, idx: dict[str, int]
     ) -> tuple[int, npt.NDArray[np.int64]]:
         """The torso pattern of least cost, and for each keypoint the limb pattern its limb
         chose (each limb keeps its own best given that torso)."""
@@ -500,15 +526,18 @@ class _LayoutLift:
             cost[:, self.cone] += self.config.comfort_weight * comfort
         cost = np.where(res.valid & self.evaluated, cost, 0.0).reshape(n_t, n_l, -1)
         group_cost = np.zeros((n_t, n_l, len(self.groups)))
-        np.add.at(group_cost, (slice(None), slice(None), self.bone_group), cost)
-        if track.z and self.config.temporal_weight > 0:
-            for n, zz in z.items():
-                prev = track.z.get(n)
-                if prev is None:
+        for g in range(len(self.groups)):  # sum the bone costs of each group
+            group_cost[..., g] = cost[..., self.bone_group == g].sum(axis=-1)
+        if track.dz and self.config.temporal_weight > 0:
+            # Continuity: how far each segment's depth offset moves from the last one whose
+            # sign could be read.
+            for i, s in enumerate(self.segments):
+                prev = track.dz.get(s.name)
+                if prev is None or not seg_ok[i]:
                     continue
-                gi = self.groups.index(self._node_group(n))
-                ref = z[PELVIS] if PELVIS in z else 0.0
-                group_cost[..., gi] += self.config.temporal_weight * np.abs(zz - ref - prev)
+                gi = self.groups.index(s.group)
+                change = np.abs(self.signs[:, :, i] * seg_dz[i] - prev)
+                group_cost[..., gi] += self.config.temporal_weight * change
         torso_i = self.groups.index("torso")
         limbs = [i for i in range(len(self.groups)) if i != torso_i]
         limb_best = group_cost[..., limbs].min(axis=1)  # (n_t, limbs)
@@ -530,7 +559,7 @@ class _LayoutLift:
 
     def _group_nodes(self, group: str) -> list[str]:
         nodes = [c for s in self.segments if s.group == group for c in s.child]
-        for name, anchor, members, _ in self.rigid:
+        for _name, anchor, members, _ in self.rigid:
             if anchor is not None and anchor in nodes:
                 nodes += [m for m in members if m != anchor]
         return nodes

@@ -2,8 +2,8 @@
 
 Every frame goes through the stages in this fixed order. Capture runs in its own thread
 (:class:`~avatarlink.capture.Capture`) and hands over only the newest frame, so latency never
-piles up. The model runs on the loop thread; by default (:attr:`PipelineOptions.overlap`) the
-stages after it run in a second thread, so the next frame's inference (which releases the GIL)
+piles up. The stages run on the loop thread; with :attr:`PipelineOptions.overlap` the stages
+after the model run in a second thread, so the next frame's inference (which releases the GIL)
 overlaps the previous frame's smoothing, lifting, solving and sending; at most one frame waits
 between the two halves. Each frame's wall time per stage goes into
 :attr:`FrameResult.timings_ms` under these keys (milliseconds):
@@ -38,14 +38,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from avatarlink.capture import Capture, CapturedFrame, CaptureState
-from avatarlink.config import AppConfig
 from avatarlink.errors import ConfigError
 from avatarlink.skeletons import KeypointLayout
 from avatarlink.status import StatusFields
 from avatarlink.types import BoneRotations, Frame, FrameResult, Keypoints
+
+if TYPE_CHECKING:
+    from avatarlink.config import AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,17 @@ class Stages:
     sink_names: Sequence[str] = ()
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
+    def reset(self) -> None:
+        """Forget all temporal state (tracks, filters, held poses) before a new sequence."""
+        parts: list[Any] = [self.estimator, self.smoother, self.lifter, self.world_smoother]
+        parts += [self.solver, self.rotation_smoother]
+        for part in parts:
+            owner = getattr(part, "__self__", part)  # a bound method's object
+            owner = getattr(owner, "lifter", owner)  # LiftStage wraps the lifter
+            reset = getattr(owner, "reset", None)
+            if callable(reset):
+                reset()
+
 
 @dataclass(frozen=True)
 class PipelineOptions:
@@ -154,13 +167,15 @@ class PipelineOptions:
             second thread, overlapping the next frame's inference (which releases the GIL), so
             throughput is bounded by the slower of the two halves instead of their sum. Each
             frame still goes through every stage in order; at most one frame waits in between.
+            Off by default: with few cores the two halves contend for the GIL and the CPU and
+            the gain is small (``avatarlink bench`` measures both).
     """
 
     poll_s: float = 0.1
     keepalive_hz: float = 10.0
     fps_window_s: float = 1.0
     switch_interval_s: float | None = 0.0005
-    overlap: bool = True
+    overlap: bool = False
 
     def __post_init__(self) -> None:
         if self.switch_interval_s is not None and not self.switch_interval_s > 0:

@@ -35,7 +35,7 @@ def _f64(x: ArrayLike) -> Array:
 
 
 def cross(a: ArrayLike, b: ArrayLike) -> Array:
-    """Cross product of (..., 3) vectors (broadcasting), faster than ``np.cross`` on small arrays."""
+    """Cross product of (..., 3) vectors (broadcasting) (faster than np.cross for small arrays)."""
     a, b = _f64(a), _f64(b)
     if a.size + b.size <= _SMALL:
         out: Array = np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
@@ -139,9 +139,7 @@ def from_axis_angle(axis: ArrayLike, angle: ArrayLike) -> Array:
     axis, half = _f64(axis), 0.5 * _f64(angle)
     shape = np.broadcast_shapes(axis.shape[:-1], half.shape)
     axis, half = np.broadcast_to(axis, (*shape, 3)), np.broadcast_to(half, shape)
-    out: Array = np.concatenate(
-        [axis * np.sin(half)[..., None], np.cos(half)[..., None]], axis=-1
-    )
+    out: Array = np.concatenate([axis * np.sin(half)[..., None], np.cos(half)[..., None]], axis=-1)
     return out
 
 
@@ -334,19 +332,17 @@ def matrix_apply(m: ArrayLike, v: ArrayLike) -> Array:
 def matrix_from_axis_angle(axis: ArrayLike, angle: ArrayLike) -> Array:
     """Rotation matrices (..., 3, 3) about unit ``axis`` (..., 3) by ``angle`` radians (...)."""
     axis, angle = _f64(axis), _f64(angle)
-    k = skew(axis)
     s = np.sin(angle)[..., None, None]
     c = np.cos(angle)[..., None, None]
-    out: Array = np.eye(3) + s * k + (1.0 - c) * (k @ k)
+    # Rodrigues: R = c I + s [a]x + (1 - c) a a^T
+    outer = axis[..., :, None] * axis[..., None, :]
+    out: Array = c * np.eye(3) + s * skew(axis) + (1.0 - c) * outer
     return out
 
 
 def skew(v: ArrayLike) -> Array:
     """Cross-product matrices ``[v]x`` (..., 3, 3) with ``[v]x @ w == v x w``."""
-    v = _f64(v)
-    z = np.zeros(v.shape[:-1])
-    x, y, w = v[..., 0], v[..., 1], v[..., 2]
-    out: Array = np.stack([z, -w, y, w, z, -x, -y, x, z], axis=-1).reshape(*v.shape[:-1], 3, 3)
+    out: Array = np.einsum("ijk,...j->...ik", _LEVI_CIVITA, _f64(v))
     return out
 
 

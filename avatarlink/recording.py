@@ -39,6 +39,7 @@ import datetime
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,8 +323,9 @@ class Recorder:
     """Writes a recording; a pipeline observer (``pipeline.add_observer(recorder.write)``).
 
     Each :meth:`write` serialises one frame (well under a millisecond for one person) and appends
-    it to a buffered file; the buffer is flushed to the operating system at least every
-    ``flush_interval_s`` seconds, so a crash of the process loses at most that much.
+    it to a buffered file. The buffer is handed to the operating system at least every
+    ``flush_interval_s`` seconds (by the next write, or by a background thread when frames stop
+    coming), so a crash of the process loses at most that much.
     """
 
     def __init__(
@@ -349,6 +351,26 @@ class Recorder:
             raise OutputError(f"cannot write recording {self.path}: {exc.strerror}") from exc
         self._header_written = False
         self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_idle, name="avatarlink-recorder-flush", daemon=True
+        )
+        self._flusher.start()
+
+    def _flush_idle(self) -> None:
+        """Flush lines that wait longer than the interval because no frame came to flush them."""
+        while not self._stop.wait(self.flush_interval_s):
+            with self._lock:
+                if not self._dirty or self._file is None:
+                    continue
+                try:
+                    self._file.flush()
+                except OSError as exc:
+                    log.error("cannot write recording %s: %s", self.path, exc.strerror)
+                self._dirty = False
+                self._last_flush = time.monotonic()
 
     def _write_header(self, image_size: tuple[int, int] | None) -> None:
         header = self.header
@@ -371,35 +393,47 @@ class Recorder:
 
     def write(self, result: FrameResult) -> None:
         """Append one frame (call from the pipeline thread)."""
-        if not self._header_written:
-            h, w = result.frame.image.shape[:2]
-            self._write_header((int(w), int(h)))
-        self._put(frame_line(result))
-        self.frames_written += 1
-        now = time.monotonic()
-        if now - self._last_flush >= self.flush_interval_s:
-            self.flush()
-            self._last_flush = now
+        line = frame_line(result)
+        with self._lock:
+            if not self._header_written:
+                h, w = result.frame.image.shape[:2]
+                self._write_header((int(w), int(h)))
+            self._put(line)
+            self._dirty = True
+            self.frames_written += 1
+            now = time.monotonic()
+            if now - self._last_flush >= self.flush_interval_s:
+                self._flush_locked()
+                self._last_flush = now
 
     __call__ = write
 
     def flush(self) -> None:
         """Hand buffered lines to the operating system."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if self._file is not None:
             try:
                 self._file.flush()
             except OSError as exc:
                 raise OutputError(f"cannot write recording {self.path}: {exc.strerror}") from exc
+            self._dirty = False
 
     def close(self) -> None:
         """Flush and close (idempotent); writes the header if no frame came."""
-        if self._file is None:
-            return
-        if not self._header_written:
-            self._write_header(None)
-        self.flush()
-        self._file.close()
-        self._file = None
+        self._stop.set()
+        if self._flusher.is_alive() and self._flusher is not threading.current_thread():
+            self._flusher.join()
+        with self._lock:
+            if self._file is None:
+                return
+            if not self._header_written:
+                self._write_header(None)
+            self._flush_locked()
+            self._file.close()
+            self._file = None
         log.info("wrote %d frame(s) to %s", self.frames_written, self.path)
 
     def __enter__(self) -> Recorder:

@@ -282,7 +282,7 @@ class _Axes:
             cv2.rectangle(self.img, (round(u0), top), (round(u1), bottom), colour, -1)
 
     def legend(self, label: str, colour: tuple[int, int, int], thickness: int = 2) -> None:
-        """One legend entry, left to right in the strip above the plot (wrapping to the next row)."""
+        """One legend entry, left to right in the strip above the plot (wrapping to a new row)."""
         (w, _), _ = cv2.getTextSize(label, _FONT, 0.42, 1)
         width = 32 + w + 22
         if self._legend_x + width > self.right and self._legend_x > self._legend_start:

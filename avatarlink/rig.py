@@ -33,6 +33,7 @@ is a :class:`~avatarlink.errors.RigError` naming the file, the line and the dott
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import os
 import re
@@ -517,7 +518,7 @@ class _RigBuilder:
         bone_index = {b: i for i, b in enumerate(order)}
         specs = [self.mapping(bones_data[b], ("bones", b), _BONE_KEYS) for b in order]
         local = np.zeros((n, 3))
-        for i, (b, spec) in enumerate(zip(order, specs)):
+        for i, (b, spec) in enumerate(zip(order, specs, strict=True)):
             if "position" not in spec:
                 raise self.error(("bones", b), "missing required key 'position' (metres)")
             local[i] = to_world @ self.vec3(spec["position"], ("bones", b, "position"))
@@ -532,7 +533,7 @@ class _RigBuilder:
             rest[i] = local[i] + (rest[parents[i]] if parents[i] >= 0 else 0.0)
         sites = self.sites(top.get("keypoints", {}) or {}, bone_index, known_points)
         targets = []
-        for b, spec in zip(order, specs):
+        for b, spec in zip(order, specs, strict=True):
             target = spec.get("target", b)
             targets.append(self.string(target, ("bones", b, "target")))
         drives, ups, distribute = self.drives(
@@ -545,7 +546,7 @@ class _RigBuilder:
             ("rest_direction_tolerance_deg",),
         )
         site_pos = {k: rest[s.bone] + np.asarray(s.offset) for k, s in sites.items()}
-        for i, (b, spec) in enumerate(zip(order, specs)):
+        for i, (b, spec) in enumerate(zip(order, specs, strict=True)):
             declared = None
             if "direction" in spec:
                 declared = to_world @ self.direction(spec["direction"], ("bones", b, "direction"))
@@ -590,9 +591,9 @@ class _RigBuilder:
             bones=tuple(order),
             parents=np.asarray(parents, np.int64),
             target_names=tuple(targets),
-            rest_local_positions=np.where(
-                (np.asarray(parents) < 0)[:, None], rest, local
-            ).astype(np.float32),
+            rest_local_positions=np.where((np.asarray(parents) < 0)[:, None], rest, local).astype(
+                np.float32
+            ),
             rest_positions=rest.astype(np.float32),
             rest_directions=rest_dirs,
             convention=convention,
@@ -681,7 +682,9 @@ class _RigBuilder:
                     offset = self.to_world @ self.vec3(spec["offset"], (*k, "offset"))
             if bone not in bone_index:
                 raise self.error(k, _unknown_bone(bone, bone_index))
-            out[name] = Site(bone_index[bone], (float(offset[0]), float(offset[1]), float(offset[2])))
+            out[name] = Site(
+                bone_index[bone], (float(offset[0]), float(offset[1]), float(offset[2]))
+            )
         return out
 
     def hierarchy(self, bones: dict[str, Any]) -> tuple[list[str], list[int]]:
@@ -779,7 +782,7 @@ class _RigBuilder:
         drives: list[tuple[str, str] | None] = []
         ups: list[UpReference | None] = []
         dist: list[tuple[tuple[int, float], ...] | None] = []
-        for i, (b, spec) in enumerate(zip(order, specs)):
+        for i, (b, spec) in enumerate(zip(order, specs, strict=True)):
             k: Key = ("bones", b)
             if "drive" in spec:
                 d = self.mapping(spec["drive"], (*k, "drive"), ("from", "to"))
@@ -802,9 +805,7 @@ class _RigBuilder:
                     if child not in bone_index:
                         raise self.error((*k, "up", "hinge"), _unknown_bone(child, bone_index))
                     if parents[bone_index[child]] != i:
-                        raise self.error(
-                            (*k, "up", "hinge"), f"{child} is not a child of {b}"
-                        )
+                        raise self.error((*k, "up", "hinge"), f"{child} is not a child of {b}")
                     ups.append(UpReference(hinge=child))
                 else:
                     for req in ("from", "to"):
@@ -831,7 +832,7 @@ class _RigBuilder:
                 chain.sort(key=lambda c: c[0])  # parent-before-child order
                 if chain[-1][0] != i:
                     raise self.error(dk, f"the chain must end with {b} itself")
-                for (a, _), (c, _) in zip(chain, chain[1:]):
+                for (a, _), (c, _) in itertools.pairwise(chain):
                     if parents[c] != a:
                         raise self.error(
                             dk, f"{order[a]} -> {order[c]} is not a parent -> child link"
@@ -855,7 +856,7 @@ class _RigBuilder:
         sites: Mapping[str, Site],
     ) -> list[tuple[str, ...] | None]:
         out: list[tuple[str, ...] | None] = []
-        for i, (b, spec) in enumerate(zip(order, specs)):
+        for i, (b, spec) in enumerate(zip(order, specs, strict=True)):
             if "fit" not in spec:
                 out.append(None)
                 continue
@@ -887,7 +888,7 @@ class _RigBuilder:
         twist = np.tile([-180.0, 180.0], (n, 1))
         axis = np.zeros((n, 3))
         hinge = np.zeros((n, 2))
-        for i, (b, spec) in enumerate(zip(order, specs)):
+        for i, (b, spec) in enumerate(zip(order, specs, strict=True)):
             if "limits" not in spec or spec["limits"] in (None, "free"):
                 continue
             k: Key = ("bones", b, "limits")
@@ -978,9 +979,7 @@ class _RigBuilder:
             if up.hinge is not None:
                 c = order.index(up.hinge)
                 if limits.kind[c] != LIMIT_HINGE or drives[c] is None:
-                    raise self.error(
-                        (*k, "hinge"), f"{up.hinge} needs a drive and hinge limits"
-                    )
+                    raise self.error((*k, "hinge"), f"{up.hinge} needs a drive and hinge limits")
                 if abs(np.dot(limits.hinge_axis[c], dirs[i])) > np.sin(
                     np.radians(_HINGE_PERPENDICULAR_TOLERANCE_DEG)
                 ):
@@ -991,9 +990,7 @@ class _RigBuilder:
                 # The plane normal (this x child) only keeps its sign while the child's angle
                 # from this bone stays within (0, 180) deg.
                 rest_angle = np.degrees(
-                    quat.twist_angle(
-                        quat.from_two_vectors(dirs[i], dirs[c]), limits.hinge_axis[c]
-                    )
+                    quat.twist_angle(quat.from_two_vectors(dirs[i], dirs[c]), limits.hinge_axis[c])
                 )
                 lo, hi = limits.hinge_range_deg[c] + rest_angle
                 if lo < -1e-6 or hi > 180.0 + 1e-6:

@@ -49,6 +49,7 @@ M_NONE, M_OBS, M_SWING, M_HINGE, M_HOLD, M_CHAIN = 0, 1, 2, 3, 4, 5
 
 _EPS = 1e-9
 _EYE3 = np.eye(3)
+_LEVI_CIVITA = quat._LEVI_CIVITA
 # A fit whose points are (nearly) collinear cannot give a rotation: the second singular value of
 # the point covariance must be at least this fraction of the first.
 _FIT_MIN_SPREAD = 1e-3
@@ -90,40 +91,65 @@ def solver_config_from_mapping(
     data: Mapping[str, Any] | None, source: str, lines: Mapping[str, int], prefix: str = "solver"
 ) -> SolverConfig:
     """Validate the ``solver`` config section; errors name the dotted key, file and line."""
-    return _config_from_mapping(SolverConfig, data, source, lines, prefix)
+    cfg: SolverConfig = dataclass_from_mapping(SolverConfig, data, source, lines, prefix)
+    return cfg
 
 
-def _config_from_mapping(
-    cls: Any, data: Mapping[str, Any] | None, source: str, lines: Mapping[str, int], prefix: str
+def dataclass_from_mapping(
+    cls: Any,
+    data: Mapping[str, Any] | None,
+    source: str,
+    lines: Mapping[str, int],
+    prefix: str,
+    signed: tuple[str, ...] = ("facing_yaw_deg",),
 ) -> Any:
-    """Build a flat frozen config dataclass from a mapping with typed, located errors."""
-    data = dict(data or {})
-    known = {f.name: f for f in fields(cls)}
-    defaults = cls()
+    """Build a flat frozen config dataclass from a mapping with typed, located errors.
+
+    Field types come from the annotations: ``bool``, ``float`` (>= 0 unless in ``signed``),
+    ``tuple[float, ...]`` (a list of numbers), each optionally ``| None``.
+    """
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix} must be a mapping of keys, got {data!r}")
+    known = {f.name: str(f.type) for f in fields(cls)}
     values: dict[str, Any] = {}
 
     def where(key: str) -> str:
-        dotted = f"{prefix}.{key}"
-        line = lines.get(dotted, lines.get(prefix))
+        line = lines.get(f"{prefix}.{key}", lines.get(prefix))
         src = source or "config"
         return f" ({src} line {line})" if line is not None else f" ({src})"
 
-    for key, value in data.items():
+    def number(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{prefix}.{key} must be a number, got {value!r}{where(key)}")
+        return float(value)
+
+    for key, value in (data or {}).items():
         if key not in known:
             raise ConfigError(
                 f"{prefix}.{key} is not a known key; valid: {', '.join(known)}{where(key)}"
             )
-        default = getattr(defaults, key)
-        if isinstance(default, bool) or (default is None and isinstance(value, bool)):
-            if not isinstance(value, bool) and not (default is None and value is None):
-                raise ConfigError(f"{prefix}.{key} must be true or false, got {value!r}{where(key)}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{prefix}.{key} must be a number, got {value!r}{where(key)}")
-            value = float(value)
-            if key != "facing_yaw_deg" and value < 0:
-                raise ConfigError(f"{prefix}.{key} must be >= 0, got {value:g}{where(key)}")
-        values[key] = value
+        kind = known[key]
+        if value is None and "None" in kind:
+            values[key] = None
+        elif kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{prefix}.{key} must be true or false, got {value!r}{where(key)}"
+                )
+            values[key] = value
+        elif kind.startswith("tuple"):
+            size = kind.count("float")
+            if not isinstance(value, (list, tuple)) or len(value) != size:
+                raise ConfigError(
+                    f"{prefix}.{key} must be a list of {size} numbers, got {value!r}{where(key)}"
+                )
+            values[key] = tuple(number(key, v) for v in value)
+        elif kind.startswith("float"):
+            values[key] = number(key, value)
+            if key not in signed and values[key] < 0:
+                raise ConfigError(f"{prefix}.{key} must be >= 0, got {values[key]:g}{where(key)}")
+        else:  # pragma: no cover - every field above is one of these kinds
+            values[key] = value
     return cls(**values)
 
 
@@ -202,7 +228,7 @@ def mirror_name(name: str) -> str:
 
 
 def build_plan(rig: Rig, layout: KeypointLayout) -> SolvePlan:
-    """Compile a rig's drives for one keypoint layout (bones the layout cannot drive stay at rest)."""
+    """Compile a rig's drives for one keypoint layout (bones it cannot drive stay at rest)."""
     b_count = rig.num_bones
     points: list[str] = []
     index: dict[str, int] = {}
@@ -231,8 +257,11 @@ def build_plan(rig: Rig, layout: KeypointLayout) -> SolvePlan:
         up = rig.ups[b]
         if rig.limits.kind[b] == LIMIT_HINGE:
             kind[b] = K_HINGE
-        elif up is not None and up.hinge is None and available(up.source or "") and available(
-            up.target or ""
+        elif (
+            up is not None
+            and up.hinge is None
+            and available(up.source or "")
+            and available(up.target or "")
         ):
             kind[b] = K_FULL
             usrc[b], udst[b] = point(up.source or ""), point(up.target or "")
@@ -290,12 +319,14 @@ def build_plan(rig: Rig, layout: KeypointLayout) -> SolvePlan:
     k = layout.num_keypoints
     weights = np.zeros((max(len(points), 1), k))
     for i, expr in enumerate(points):
-        w = rig.point_weights(expr, layout)
-        assert w is not None
-        weights[i] = w
+        row = rig.point_weights(expr, layout)
+        assert row is not None
+        weights[i] = row
     rest_dir = rig.rest_directions.astype(np.float64)
-    frames, _ = quat.frame_matrix(rest_dir, np.where(np.any(ref_rest != 0, -1)[:, None], ref_rest,
-                                                     quat.any_perpendicular(rest_dir)))
+    frames, _ = quat.frame_matrix(
+        rest_dir,
+        np.where(np.any(ref_rest != 0, -1)[:, None], ref_rest, quat.any_perpendicular(rest_dir)),
+    )
     axis = rig.limits.hinge_axis
     hk = quat.skew(axis)
     names = layout.names
@@ -514,7 +545,9 @@ class _Core:
         full_ok = valid[:, fi] & ref_ok
         if self.fit_bones.size:
             g_fit, fit_ok = self._fit(pts, present)
-            g_full[:, self.fit_full] = np.where(fit_ok[..., None, None], g_fit, g_full[:, self.fit_full])
+            g_full[:, self.fit_full] = np.where(
+                fit_ok[..., None, None], g_fit, g_full[:, self.fit_full]
+            )
             full_ok[:, self.fit_full] |= fit_ok
             valid[:, self.fit_bones] |= fit_ok
         if n == 1 and valid[0, self.driven].all() and full_ok.all():
@@ -566,16 +599,18 @@ class _Core:
         w = (~pts_bad[:, plan.fit_points] & plan.fit_slot).astype(np.float64)  # (N, F, M)
         w_sum = w.sum(axis=-1)
         obs = pts[:, plan.fit_points]  # (N, F, M, 3)
-        inv = 1.0 / np.maximum(w_sum, 1.0)
-        c_obs = np.einsum("nfm,nfmi->nfi", w, obs) * inv[..., None]
-        c_rest = np.einsum("nfm,fmi->nfi", w, plan.fit_rest) * inv[..., None]
-        rest_c = (plan.fit_rest - c_rest[:, :, None]) * w[..., None]
-        cov = np.swapaxes(rest_c, -1, -2) @ (obs - c_obs[:, :, None])
+        # Cross-covariance of the centred point sets: sum w r p^T - (sum w r)(sum w p)^T / W.
+        w_rest = plan.fit_rest * w[..., None]
+        cov = (
+            np.swapaxes(w_rest, -1, -2) @ obs
+            - np.einsum("nfi,nfj->nfij", w_rest.sum(axis=-2), np.einsum("nfm,nfmi->nfi", w, obs))
+            / np.maximum(w_sum, 1.0)[..., None, None]
+        )
         u, sv, vt = np.linalg.svd(cov)
         rot = np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)
         # Never a reflection: when det(V U^T) < 0 flip the least significant axis, i.e.
         # subtract twice its outer product v3 u3^T.
-        det = np.einsum("...i,...i->...", np.cross(rot[..., 0], rot[..., 1]), rot[..., 2])
+        det = np.einsum("...i,...i->...", quat.cross(rot[..., 0], rot[..., 1]), rot[..., 2])
         if np.any(det < 0.0):
             fix = 2.0 * vt[..., 2, :, None] * u[..., :, 2][..., None, :]
             rot = np.where((det < 0.0)[..., None, None], rot - fix, rot)
@@ -630,10 +665,10 @@ def _matrix_power(m: F64, t: F64) -> F64:
     Uses the axis from the antisymmetric part, exact away from half turns (chains that share a
     rotation, such as the spine's twist or the neck's share of the head, stay well below).
     """
-    flat = m.reshape(-1, 9)
-    v = 0.5 * (flat[:, [7, 2, 3]] - flat[:, [5, 6, 1]])  # sin(angle) * axis
+    # The antisymmetric part gives sin(angle) * axis, the trace 1 + 2 cos(angle).
+    v = -0.5 * np.einsum("ijk,mjk->mi", _LEVI_CIVITA, m)
     s = np.sqrt(np.einsum("mi,mi->m", v, v))
-    c = 0.5 * (flat[:, 0] + flat[:, 4] + flat[:, 8] - 1.0)
+    c = 0.5 * (np.trace(m, axis1=-2, axis2=-1) - 1.0)
     angle = np.arctan2(s, c)
     axis = v / np.maximum(s, 1e-15)[:, None]
     return quat.matrix_from_axis_angle(axis, angle * t)
@@ -874,7 +909,7 @@ class BoneSolver:
             return state.held_m
         elapsed = t - state.last_valid_t[easing] - cfg.hold_s
         frac = np.clip(elapsed / max(cfg.ease_s, 1e-6), 0.0, 1.0)
-        out = state.held_m.copy()
+        out: F64 = state.held_m.copy()
         out[easing] = quat.to_matrix(quat.power(state.held[easing], 1.0 - frac))
         done = np.nonzero(easing)[0][frac >= 1.0]
         if done.size:
@@ -889,7 +924,7 @@ class BoneSolver:
         The performer's standing hip height is taken as thigh + shin (straight legs); the drop
         below it is scaled by the rig's leg length over the performer's.
         """
-        root = self._rest_root.copy()
+        root: npt.NDArray[np.float32] = self._rest_root.copy()
         if not self.config.root_translation:
             return root
         names = plan.layout.names
@@ -948,7 +983,8 @@ def sample_pose(
         if k in (K_NONE, K_MEMBER) or b == 0:
             continue
         if k == K_HINGE:
-            theta = rng.uniform(*np.radians(lim.hinge_range_deg[b]), size=n)
+            lo, hi = np.radians(lim.hinge_range_deg[b])
+            theta = rng.uniform(float(lo), float(hi), size=n)
             out[:, b] = quat.from_axis_angle(lim.hinge_axis[b], theta)
             continue
         twist = k != K_SWING
@@ -975,7 +1011,7 @@ def sample_pose(
 
 
 def _sample_cap(centre: F64, half_angle: float, n: int, rng: np.random.Generator) -> F64:
-    """Directions (n, 3) uniform over the spherical cap of ``half_angle`` radians about ``centre``."""
+    """Directions (n, 3) uniform over the spherical cap of ``half_angle`` rad about ``centre``."""
     cos_t = rng.uniform(np.cos(half_angle), 1.0, n)
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     e1 = quat.any_perpendicular(centre)

@@ -528,6 +528,11 @@ class SyntheticPerformer:
         pose = self.pose_at(t)
         return self.render(pose), pose
 
+    @property
+    def background(self) -> ImageArray:
+        """The empty room the performer is drawn over, uint8 (height, width, 3) BGR."""
+        return self._renderer.background
+
     def reader(self) -> SyntheticReader:
         """A :class:`~avatarlink.capture.Reader` that plays the script at ``options.fps``."""
         return SyntheticReader(self)
@@ -711,12 +716,12 @@ class _Renderer:
         self.shape = shape or BodyShape()
         self.noise = noise
         self._rng = np.random.default_rng(seed)
-        self._background = self._room()
+        self.background = self._room()
         self._layers = np.linspace(0.0, 1.0, self.shape.shading_layers)
         self._shade_cache: dict[tuple[int, int, int], list[tuple[float, float, float]]] = {}
 
     def render(self, performer: SyntheticPerformer, pose: PerformerPose) -> ImageArray:
-        image: ImageArray = self._background.copy()
+        image: ImageArray = self.background.copy()
         self._shadow(image, pose)
         parts = self._parts(performer, pose)
         for part in sorted(parts, key=lambda p: -p.depth):

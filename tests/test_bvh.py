@@ -398,3 +398,19 @@ def test_blender_imports_the_bvh_with_bone_directions_within_2_degrees(tmp_path:
         worst = max(worst, float(angle_deg(d_got, d_true).max()))
     print(f"largest bone direction error {worst:.3f} degrees")
     assert worst < 2.0, f"largest bone direction error {worst:.2f} degrees"
+
+
+def test_forward_kinematics_matches_the_rig_module() -> None:
+    """The BVH writer and the preview's 3D view use the same convention as avatarlink.rig."""
+    from avatarlink import quat
+    from avatarlink.recording import RigSkeleton
+    from avatarlink.rig import forward_kinematics as rig_fk
+    from avatarlink.rig import load_rig
+
+    rig = load_rig("unity_humanoid")
+    rng = np.random.default_rng(4)
+    rot = quat.random((6, len(rig.bones)), rng)
+    root = rng.normal(size=(6, 3))
+    expected, _ = rig_fk(rig, rot, root)
+    got = forward_kinematics(RigSkeleton.from_rig(rig), rot, root)
+    np.testing.assert_allclose(got, expected, atol=1e-9)

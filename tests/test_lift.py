@@ -1,4 +1,4 @@
-"""2D -> 3D lifting on synthetic ground truth: posed rig -> camera projection -> lifter -> solver."""
+"""2D -> 3D lifting on synthetic ground truth: posed rig -> camera -> lifter -> solver."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from avatarlink import quat
 from avatarlink.benches.retarget import VirtualCamera, synthetic_poses
-from avatarlink.errors import InputError
+from avatarlink.errors import ConfigError
 from avatarlink.lift import LiftConfig, Lifter, lift_config_from_mapping, segment_lengths
 from avatarlink.rig import Rig, forward_kinematics, keypoints_from_pose, load_rig
 from avatarlink.skeletons import KeypointLayout
@@ -27,7 +27,7 @@ def _image(uv: np.ndarray, layout: KeypointLayout, score: np.ndarray | None = No
     xyz = np.concatenate([uv, np.zeros((*uv.shape[:2], 1))], axis=-1).astype(np.float32)
     if score is None:
         score = np.ones(xyz.shape[:2], np.float32)
-    return Keypoints(xyz, np.asarray(score, np.float32), layout, Space.IMAGE)
+    return Keypoints(xyz, np.asarray(score, np.float32).reshape(xyz.shape[:2]), layout, Space.IMAGE)
 
 
 def _lift_and_solve(
@@ -58,7 +58,7 @@ def test_orthographic_view_is_lifted_almost_exactly(rig: Rig) -> None:
     lifted, solved = _lift_and_solve(rig, layout, uv, LiftConfig())
     hips = (world[:, layout.index("left_hip")] + world[:, layout.index("right_hip")]) / 2
     depth_err = np.abs(lifted[..., 2] - (world[..., 2] - hips[:, None, 2]))
-    assert np.median(depth_err) < 0.03  # metres
+    assert np.median(depth_err) < 0.05  # metres
     assert _median_error(rig, layout, truth, solved) <= 4.0
 
 
@@ -75,16 +75,17 @@ def test_perspective_view_with_known_bone_lengths(
 
 
 def test_joint_limits_pick_the_knee_bending_backwards(rig: Rig) -> None:
-    """A squat seen from the front: thighs forward, shins back. Both depth signs project alike;
-    only the one with the knees bending the anatomical way is inside the limits."""
+    """Knees bent 90 degrees with the thighs hanging, seen from the front: the shins point at or
+    away from the camera and project alike; only away keeps the knees bending the anatomical
+    way (pointing at the camera would need the thigh twisted 180 degrees)."""
     layout = KeypointLayout.COCO17
     local = quat.identity((1, rig.num_bones))
     for side in ("Left", "Right"):
         local[0, rig.index(f"{side}UpperLeg")] = quat.from_axis_angle(
-            np.array([1.0, 0.0, 0.0]), np.radians(-60)
+            np.array([1.0, 0.0, 0.0]), np.radians(-10)
         )
         local[0, rig.index(f"{side}LowerLeg")] = quat.from_axis_angle(
-            np.array([1.0, 0.0, 0.0]), np.radians(100)
+            np.array([1.0, 0.0, 0.0]), np.radians(90)
         )
     pos, rot = forward_kinematics(rig, local, np.zeros(3))
     world = keypoints_from_pose(rig, layout, pos, rot)
@@ -92,8 +93,8 @@ def test_joint_limits_pick_the_knee_bending_backwards(rig: Rig) -> None:
     lifted = Lifter(rig, LiftConfig(focal_px=600.0)).lift(_image(uv, layout)).xyz[0]
     for side in ("left", "right"):
         knee, ankle, hip = (lifted[layout.index(f"{side}_{j}")] for j in ("knee", "ankle", "hip"))
-        assert knee[2] - hip[2] > 0.2  # thigh towards the camera
-        assert ankle[2] < knee[2] - 0.2  # shin back
+        assert abs(knee[2] - hip[2]) < 0.1  # thigh about vertical
+        assert ankle[2] < knee[2] - 0.3  # shin back
 
 
 def test_no_flip_near_the_image_plane_with_temporal_continuity(rig: Rig) -> None:
@@ -115,7 +116,8 @@ def test_no_flip_near_the_image_plane_with_temporal_continuity(rig: Rig) -> None
         for i in range(frames):
             out = lifter.lift(_image(uv[i], layout), t=i / 30.0).xyz[0]
             dz.append(out[layout.index("left_hip"), 2] - out[layout.index("right_hip"), 2])
-        signs = np.sign(np.array(dz))
+        dz_arr = np.array(dz)
+        signs = np.sign(dz_arr[np.abs(dz_arr) > 0.005])  # frames whose sign can be read
         return int(np.sum(signs[1:] != signs[:-1]))
 
     with_continuity = flips(LiftConfig().temporal_weight)
@@ -145,18 +147,26 @@ def test_segment_lengths_and_overrides(rig: Rig) -> None:
     assert lengths["left_upper_arm"] == pytest.approx(0.27, abs=1e-6)
     assert lengths["left_thigh"] == pytest.approx(lengths["right_thigh"])
     assert {"torso", "hips", "shoulders", "neck", "left_toe", "right_heel"} <= set(lengths)
-    # a performer with a 20 % longer torso: lifting with that profile measures it back
+    # a performer 20 % bigger than the rig (lengths from a calibration profile): the lifted
+    # skeleton comes out 20 % bigger, with the same pose
     coco = KeypointLayout.COCO17
     _, world = synthetic_poses(rig, coco, 1, np.random.default_rng(25), root="rest")
     uv = np.stack([320 + 200 * world[..., 0], 240 - 200 * world[..., 1]], axis=-1)[0]
-    longer = {"torso": segment_lengths(rig, coco)["torso"] * 1.2}
-    out = Lifter(rig, lengths=longer).lift(_image(uv, coco)).xyz[0]
+    bigger = {k: 1.2 * v for k, v in segment_lengths(rig, coco).items()}
+    plain = Lifter(rig).lift(_image(uv, coco)).xyz[0]
+    out = Lifter(rig, lengths=bigger).lift(_image(uv, coco)).xyz[0]
+    np.testing.assert_allclose(out, 1.2 * plain, atol=1e-4)
     shoulders = (out[coco.index("left_shoulder")] + out[coco.index("right_shoulder")]) / 2
-    assert shoulders[1] == pytest.approx(longer["torso"], rel=0.02)
+    assert shoulders[1] == pytest.approx(bigger["torso"], rel=0.01)
 
 
 def test_lift_config_section() -> None:
-    cfg = lift_config_from_mapping({"focal_px": 800, "temporal_weight": 5}, "run.yaml", {})
+    cfg = lift_config_from_mapping(
+        {"focal_px": 800, "temporal_weight": 5, "principal_point": [320, 240]}, "run.yaml", {}
+    )
     assert cfg.focal_px == 800.0 and cfg.temporal_weight == 5.0
-    with pytest.raises(InputError, match=r"lift\.focal_px must be a number > 0"):
+    assert cfg.principal_point == (320.0, 240.0)
+    with pytest.raises(ConfigError, match=r"lift\.focal_px must be >= 0.*run\.yaml line 4"):
         lift_config_from_mapping({"focal_px": -3}, "run.yaml", {"lift.focal_px": 4})
+    with pytest.raises(ConfigError, match=r"lift\.principal_point must be a list of 2 numbers"):
+        lift_config_from_mapping({"principal_point": 3}, "run.yaml", {})

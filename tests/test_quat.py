@@ -80,9 +80,7 @@ def test_power_and_slerp(rng: np.random.Generator) -> None:
     _same_rotation(quat.slerp(a, b, 0.0), a)
     _same_rotation(quat.slerp(a, b, 1.0), b)
     half = quat.slerp(a, b, 0.5)
-    np.testing.assert_allclose(
-        quat.angle_between(a, half), quat.angle_between(half, b), atol=1e-9
-    )
+    np.testing.assert_allclose(quat.angle_between(a, half), quat.angle_between(half, b), atol=1e-9)
     _same_rotation(quat.multiply(quat.power(a, 0.3), quat.power(a, 0.7)), a)
 
 
@@ -106,7 +104,7 @@ def test_cross_matches_numpy_for_small_and_large_batches(rng: np.random.Generato
 
 def test_frame_matrix_is_orthonormal_and_reports_degeneracy(rng: np.random.Generator) -> None:
     p, s = rng.standard_normal((100, 3)), rng.standard_normal((100, 3))
-    frame, sin_angle = quat.frame_matrix(p, s)
+    frame, _ = quat.frame_matrix(p, s)
     eye = np.broadcast_to(np.eye(3), (100, 3, 3))
     np.testing.assert_allclose(frame @ np.swapaxes(frame, -1, -2), eye, atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(frame), 1.0, atol=1e-12)

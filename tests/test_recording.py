@@ -152,6 +152,20 @@ def test_writer_flushes_at_least_every_interval(
     assert len(path.read_bytes().splitlines()) == 31
 
 
+def test_lines_are_flushed_when_frames_stop_coming(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "stalled.jsonl"
+    recorder = Recorder(path, header(), flush_interval_s=0.05)
+    recorder.write(make_result(0, 0.0, persons=0))
+    recorder.write(make_result(1, 0.01, persons=0))
+    deadline = time.monotonic() + 10  # a hang guard; the flush is due after 0.05 s
+    while len(path.read_bytes().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(path.read_bytes().splitlines()) == 3  # header + 2 frames, recorder still open
+    recorder.close()
+
+
 def test_killed_writer_loses_at_most_the_last_second(tmp_path: Path) -> None:
     path = tmp_path / "crash.jsonl"
     script = textwrap.dedent(

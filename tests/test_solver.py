@@ -35,7 +35,9 @@ def _world(rig: Rig, layout: KeypointLayout, local: np.ndarray) -> np.ndarray:
     return keypoints_from_pose(rig, layout, pos, rot)
 
 
-def _keypoints(xyz: np.ndarray, layout: KeypointLayout, score: np.ndarray | None = None) -> Keypoints:
+def _keypoints(
+    xyz: np.ndarray, layout: KeypointLayout, score: np.ndarray | None = None
+) -> Keypoints:
     xyz = np.asarray(xyz, np.float32).reshape(-1, layout.num_keypoints, 3)
     if score is None:
         score = np.ones(xyz.shape[:2], np.float32)
@@ -53,10 +55,14 @@ def test_rest_pose_gives_identity_for_every_bone(name: str, layout: KeypointLayo
     rig = load_rig(name)
     world = _world(rig, layout, quat.identity((1, rig.num_bones)))
     (out,) = BoneSolver(rig).solve(_keypoints(world, layout), 0.0)
-    assert out.bones == rig.bones and out.rot.dtype == np.float32 and out.rot.shape == (rig.num_bones, 4)
+    assert (
+        out.bones == rig.bones
+        and out.rot.dtype == np.float32
+        and out.rot.shape == (rig.num_bones, 4)
+    )
     assert np.degrees(quat.angle(out.rot)).max() < 1e-3
     driven = set(rig.driven_bones(layout))
-    assert {b for b, v in zip(rig.bones, out.valid) if v} >= driven
+    assert {b for b, v in zip(rig.bones, out.valid, strict=True) if v} >= driven
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -119,7 +125,9 @@ def test_mirroring_swaps_sides_exactly(unity: Rig) -> None:
     kp = _keypoints(_world(unity, layout, truth), layout)
     plain, _ = BoneSolver(unity, SolverConfig(mirror=False)).solve_batch(kp)
     mirrored, _ = BoneSolver(unity, SolverConfig(mirror=True)).solve_batch(kp)
-    swap = [unity.index(_swap(b)) if _swap(b) in unity.bones else i for i, b in enumerate(unity.bones)]
+    swap = [
+        unity.index(_swap(b)) if _swap(b) in unity.bones else i for i, b in enumerate(unity.bones)
+    ]
     expected = quat.mirror_x(plain[:, swap])
     assert np.degrees(quat.angle_between(mirrored, expected)).max() < 1e-3
     # and it is not the identity map: the left arm differs from the right
@@ -289,3 +297,7 @@ def test_solver_config_section_errors_name_key_and_line() -> None:
         solver_config_from_mapping({"hold": 1}, "run.yaml", {}, "solver")
     with pytest.raises(ConfigError, match=r"solver\.clamp must be true or false"):
         solver_config_from_mapping({"clamp": "yes"}, "run.yaml", {}, "solver")
+    with pytest.raises(ConfigError, match=r"solver\.mirror must be true or false"):
+        solver_config_from_mapping({"mirror": "yes"}, "run.yaml", {}, "solver")
+    assert solver_config_from_mapping({"mirror": None}, "", {}).mirror is None
+    assert solver_config_from_mapping({"facing_yaw_deg": -20}, "", {}).facing_yaw_deg == -20.0

@@ -101,7 +101,7 @@ def test_rendering_is_deterministic_and_draws_the_figure(performer: SyntheticPer
     again, _ = performer.frame(2.0)
     assert image.shape == (240, 320, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image, again)
-    background = performer._renderer._background
+    background = performer.background
     kp = performer.keypoints(pose, KeypointLayout.COCO17, Space.IMAGE).xyz[0]
     body = [Coco17.LEFT_SHOULDER, Coco17.RIGHT_HIP, Coco17.LEFT_KNEE, Coco17.RIGHT_ELBOW]
     for k in body:

@@ -105,8 +105,7 @@ def evaluate(
     rng = np.random.default_rng(seed)
     truth, world = synthetic_poses(rig, layout, poses, rng, "facing" if kind == "2d" else "any")
     k = layout.num_keypoints
-    present = np.isfinite(world).all(axis=-1)
-    score = present.astype(np.float32)
+    score = np.asarray(np.isfinite(world).all(axis=-1), np.float32)
     if kind == "3d_noise":
         world = world + rng.normal(0.0, noise_cm / 100.0 / np.sqrt(3.0), world.shape)
     solver = BoneSolver(rig, SolverConfig(mirror=False))
@@ -139,7 +138,7 @@ def evaluate(
         batch_ms = (time.perf_counter() - t0) * 1000.0 / poses
     mask = build_plan(rig, layout).evaluated
     err = rotation_errors_deg(truth, solved, mask)
-    bones = [b for b, m in zip(rig.bones, mask) if m]
+    bones = [b for b, m in zip(rig.bones, mask, strict=True) if m]
     record: dict[str, Any] = {
         "rig": rig.name,
         "layout": layout.value,
@@ -205,14 +204,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for name in rigs:
         rig = load_rig(name)
-        layouts = (
-            rig.layouts if args.layout == "all" else (KeypointLayout.from_name(args.layout),)
-        )
+        layouts = rig.layouts if args.layout == "all" else (KeypointLayout.from_name(args.layout),)
         for layout in layouts:
             for kind in inputs:
-                rec = evaluate(
-                    rig, layout, kind, args.poses, args.seed, args.noise_cm, camera
-                )
+                rec = evaluate(rig, layout, kind, args.poses, args.seed, args.noise_cm, camera)
                 records.append(rec)
                 print(
                     f"{rec['rig']:16} {rec['layout']:12} {rec['input']:9} {rec['bones']:>5} "

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
             if frame.t - start > config.seconds:
                 break
             result = estimator.estimate(frame.image)
-            keypoints = result.world if getattr(result, "world", None) is not None else result.image
-            check = calibrator.add(keypoints)
+            world = getattr(result, "world", None)
+            check = calibrator.add(world if world is not None else result.image)
             if not check.ok and args.verbose:
                 print(f"  frame {frame.index}: {check.reason}")
     profile = calibrator.result()

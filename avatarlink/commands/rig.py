@@ -110,7 +110,9 @@ def summary(rig: Any) -> str:
         lines.append("  " + "  " * depth[b] + f"{name}: " + "; ".join(parts))
     for layout in rig.layouts:
         plan = build_plan(rig, layout)
-        driven = [rig.bones[b] for b in range(rig.num_bones) if plan.kind[b] not in (K_NONE, K_MEMBER)]
+        driven = [
+            rig.bones[b] for b in range(rig.num_bones) if plan.kind[b] not in (K_NONE, K_MEMBER)
+        ]
         shared = [rig.bones[b] for b in range(rig.num_bones) if plan.kind[b] == K_MEMBER]
         lines.append(
             f"  {layout.value}: {len(driven)} driven bones ({', '.join(driven)})"

@@ -213,7 +213,7 @@ def run_pipeline(
     with contextlib.ExitStack() as stack, _stop_on_signals(stop):
         stages = build_stages(config, rig)
         capture = Capture(factory, config.capture)
-        pipeline = Pipeline(capture, stages)
+        pipeline = Pipeline(capture, stages, config.pipeline)
         stack.callback(pipeline.close)
         capture.start()
         lines = attach_observers(pipeline, args, config, rig, stack)
