@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -44,7 +45,7 @@ class FakeReader:
         self.live = live
         self.fps: float | None = fps
         self.skipped = 0
-        self.script = list(script)
+        self.script = collections.deque(script)
         self.delay = delay
         self.n = 0
         self.closed = False
@@ -57,7 +58,7 @@ class FakeReader:
             self.first_delay = 0.0
         if self.delay:
             time.sleep(self.delay)
-        step = self.script.pop(0) if self.script else "end"
+        step = self.script.popleft() if self.script else "end"
         if step == "hang":
             self.release.wait(5.0)
             return ReadResult(ReadStatus.FAILED)

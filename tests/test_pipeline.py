@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import socket
 import threading
@@ -31,11 +32,11 @@ class Reader:
     def __init__(self, script: Sequence[str], live: bool = False, fps: float = 30.0) -> None:
         self.name, self.live, self.skipped = "test", live, 0
         self.fps: float | None = fps
-        self.script = list(script)
+        self.script = collections.deque(script)
         self.n = 0
 
     def read(self) -> ReadResult:
-        step = self.script.pop(0) if self.script else "end"
+        step = self.script.popleft() if self.script else "end"
         if step == "corrupt":
             return ReadResult(ReadStatus.CORRUPT)
         if step in ("fail", "end"):
