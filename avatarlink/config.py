@@ -16,6 +16,7 @@ A complete file (every key optional; ``avatarlink run --print-config`` shows the
     outputs: {max_rate_hz: null, mirror: false, ...}
     status: {interval_s: 0.25, log_interval_s: 10.0}
     pipeline: {overlap: false, keepalive_hz: 10, ...}
+    tracking: {crop: true, min_score: 0.2, hold: 0.1, ...}   # crop tracking (single-pose models)
     smoothing: {preset: balanced, ...}   # or just: smoothing: balanced
     lift: {...}                     # avatarlink.lift.LiftConfig
     solver: {...}                   # avatarlink.solver.SolverConfig
@@ -54,6 +55,7 @@ from avatarlink.pipeline import PipelineOptions
 from avatarlink.session import DEVICES
 from avatarlink.status import StatusOptions
 from avatarlink.synthetic import SyntheticOptions
+from avatarlink.tracking import CropTrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class AppConfig:
     outputs: SinkOptions = field(default_factory=SinkOptions)
     status: StatusOptions = field(default_factory=StatusOptions)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    tracking: CropTrackingConfig = field(default_factory=CropTrackingConfig)
     #: Sections of :data:`SECTIONS` and :data:`PASSTHROUGH_SECTIONS`, validated, by name.
     sections: Mapping[str, Any] = field(default_factory=dict)
 
@@ -106,7 +109,7 @@ class AppConfig:
         return self.sections.get(name)
 
 
-_TOP_DATACLASS_SECTIONS = ("capture", "synthetic", "outputs", "status", "pipeline")
+_TOP_DATACLASS_SECTIONS = ("capture", "synthetic", "outputs", "status", "pipeline", "tracking")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from avatarlink.errors import ConfigError
 from avatarlink.preprocess import Box
 from avatarlink.roi import box_iou
 from avatarlink.skeletons import Coco17
+from avatarlink.types import ImageArray
+
+if TYPE_CHECKING:
+    from avatarlink.models.base import EstimateResult, PoseEstimator
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ class CropTrackingConfig:
     """Tuning of the crop tracker (dimensionless ratios unless stated).
 
     Attributes:
+        crop: track the person with a crop (single-pose models); false = whole frame always.
         min_score: keypoint score needed to count as confident.
         min_keypoints: confident COCO-17 keypoints needed to keep tracking (else whole frame).
         torso_expansion: crop half-size >= this x the largest torso-joint distance from the centre.
@@ -47,12 +54,26 @@ class CropTrackingConfig:
             the added jitter.
     """
 
+    crop: bool = True
     min_score: float = 0.2
     min_keypoints: int = 6
     torso_expansion: float = 1.9
     body_expansion: float = 1.2
     min_size_px: float = 32.0
     hold: float = 0.1
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("min_score", 0.0 <= self.min_score <= 1.0, "must be in 0..1"),
+            ("min_keypoints", 1 <= self.min_keypoints <= 17, "must be 1..17 keypoints"),
+            ("torso_expansion", self.torso_expansion > 0, "must be > 0"),
+            ("body_expansion", self.body_expansion > 0, "must be > 0"),
+            ("min_size_px", self.min_size_px > 0, "must be > 0 px"),
+            ("hold", 0.0 <= self.hold < 1.0, "must be in 0..1 (a fraction of the crop side)"),
+        )
+        for key, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"tracking.{key} {rule}, got {getattr(self, key)}")
 
 
 class CropTracker:
@@ -133,6 +154,52 @@ class CropTracker:
             log.warning("crop tracking reset: %s (further resets are counted only)", reason)
             self._warned = True
         return None
+
+
+class CropTrackedEstimator:
+    """Wraps a single-pose COCO-17 estimator: each frame is cropped around the person found in
+    the previous one; a crop that loses the person falls back to the whole frame in the same call.
+
+    Args:
+        inner: an estimator whose ``estimate(image, region)`` accepts a region.
+        config: crop tracking settings.
+    """
+
+    def __init__(self, inner: PoseEstimator, config: CropTrackingConfig | None = None) -> None:
+        self.inner = inner
+        self.tracker = CropTracker(config)
+        self.name = inner.name
+        self.layout = inner.layout
+
+    @property
+    def provider(self) -> str:
+        """The execution provider of the wrapped model."""
+        return self.inner.provider
+
+    def reset(self) -> None:
+        """Forget the crop and the wrapped model's state."""
+        self.tracker.reset()
+        self.inner.reset()
+
+    def estimate(self, image: ImageArray, region: Box | None = None) -> EstimateResult:
+        """Keypoints in source pixels; an explicit ``region`` overrides the tracked crop."""
+        from avatarlink.models.base import EstimateResult
+
+        if region is not None:
+            return self.inner.estimate(image, region)
+        tracker = self.tracker
+        result = self.inner.estimate(image, tracker.region)
+        if result.image.num_persons == 0 and tracker.region is not None:
+            retry = self.inner.estimate(image, None)  # lost in the crop: search the whole frame
+            timings = {k: v + retry.timings_ms.get(k, 0.0) for k, v in result.timings_ms.items()}
+            result = EstimateResult(retry.image, retry.world, timings)
+        kp = result.image
+        height, width = image.shape[:2]
+        if kp.num_persons:
+            tracker.update(kp.xyz[0], kp.score[0], width, height)
+        else:
+            tracker.update(kp.xyz.reshape(0, 3), kp.score.reshape(0), width, height)
+        return result
 
 
 @dataclass(frozen=True)

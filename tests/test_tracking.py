@@ -154,3 +154,26 @@ def test_crop_holds_still_through_small_wobbles_and_follows_real_moves() -> None
     assert moved.x + moved.w / 2 == pytest.approx(520)
     grown = tracker.update(*_standing_person(520, 300, 240), 1280, 720)
     assert grown is not None and grown.w > moved.w  # never keeps a crop too small for the body
+
+
+def test_tracking_config_is_validated_with_the_key_named() -> None:
+    from avatarlink.config import load_config
+    from avatarlink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tracking\.hold must be in 0\.\.1"):
+        load_config(overrides={"tracking.hold": 1.5})
+    assert load_config(overrides={"tracking.crop": False}).tracking.crop is False
+
+
+def test_registry_wraps_single_pose_models_only() -> None:
+    from avatarlink.tracking import CropTrackedEstimator
+
+    opts = SessionOptions("cpu", 1)
+    assert isinstance(
+        create_estimator("movenet-thunder", opts, tracking=CropTrackingConfig()),
+        CropTrackedEstimator,
+    )
+    plain = create_estimator("movenet-thunder", opts, tracking=CropTrackingConfig(crop=False))
+    assert not isinstance(plain, CropTrackedEstimator)
+    multi = create_estimator("movenet-multipose", opts, tracking=CropTrackingConfig())
+    assert not isinstance(multi, CropTrackedEstimator)

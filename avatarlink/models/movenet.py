@@ -17,7 +17,6 @@ from avatarlink.models.registry import ModelSpec
 from avatarlink.preprocess import Box, letterbox_image
 from avatarlink.session import InferenceSession, SessionOptions
 from avatarlink.skeletons import KeypointLayout
-from avatarlink.tracking import CropTracker, CropTrackingConfig
 from avatarlink.types import ImageArray, Keypoints, Space
 
 
@@ -37,9 +36,7 @@ class DetectionThresholds:
 class MoveNetEstimator:
     """Single-person MoveNet: letterbox -> model -> (y, x, score) mapped back to source pixels.
 
-    With ``tracking`` set, each frame is cropped around the person found in the previous one
-    (see :mod:`avatarlink.tracking`); a crop that loses the person falls back to the whole frame
-    within the same call.
+    Crop tracking wraps it (:class:`avatarlink.tracking.CropTrackedEstimator`).
     """
 
     layout = KeypointLayout.COCO17
@@ -49,11 +46,9 @@ class MoveNetEstimator:
         spec: ModelSpec,
         options: SessionOptions,
         thresholds: DetectionThresholds | None = None,
-        tracking: CropTrackingConfig | None = None,
     ) -> None:
         self.name = spec.name
         self.thresholds = thresholds or DetectionThresholds()
-        self.tracker = CropTracker(tracking) if tracking is not None else None
         self.session = InferenceSession(spec.path, options)
         inp = self.session.inputs[0]
         if len(inp.shape) != 4 or inp.shape[3] != 3:
@@ -70,32 +65,10 @@ class MoveNetEstimator:
         return self.session.provider
 
     def reset(self) -> None:
-        """Forget the tracked crop (the next frame is searched whole)."""
-        if self.tracker is not None:
-            self.tracker.reset()
+        """MoveNet single-pose keeps no state."""
 
     def estimate(self, image: ImageArray, region: Box | None = None) -> EstimateResult:
-        """Keypoints (1 or 0 persons, 17 points) in source pixels of ``image``.
-
-        ``region`` (source pixels) overrides the tracked crop for this frame.
-        """
-        tracker = self.tracker
-        if tracker is None or region is not None:
-            return self._estimate_once(image, region)
-        result = self._estimate_once(image, tracker.region)
-        if result.image.num_persons == 0 and tracker.region is not None:
-            retry = self._estimate_once(image, None)  # lost in the crop: search the whole frame
-            timings = {k: v + retry.timings_ms.get(k, 0.0) for k, v in result.timings_ms.items()}
-            result = EstimateResult(retry.image, None, timings)
-        kp = result.image
-        height, width = image.shape[:2]
-        if kp.num_persons:
-            tracker.update(kp.xyz[0], kp.score[0], width, height)
-        else:
-            tracker.update(kp.xyz.reshape(0, 3), kp.score.reshape(0), width, height)
-        return result
-
-    def _estimate_once(self, image: ImageArray, region: Box | None) -> EstimateResult:
+        """Keypoints (1 or 0 persons, 17 points) in source pixels of ``image`` (or ``region``)."""
         t0 = time.perf_counter()
         rgb, lb = letterbox_image(image, self.width, self.height, region)
         batch = rgb[None].astype(self.input_dtype)

@@ -12,6 +12,7 @@ from avatarlink.errors import ModelError
 from avatarlink.models.base import PoseEstimator
 from avatarlink.session import SessionOptions
 from avatarlink.skeletons import KeypointLayout
+from avatarlink.tracking import CropTrackingConfig
 
 DEFAULT_MODEL = "movenet-lightning"
 
@@ -28,6 +29,8 @@ class ModelSpec:
         input_size: default (width, height) of the model input in pixels.
         layout: keypoint set the model outputs.
         description: one line for ``avatarlink models``.
+        crop_tracking: a single-pose model that gains from crop tracking (``tracking=`` option of
+            :func:`create_estimator`).
     """
 
     name: str
@@ -36,6 +39,7 @@ class ModelSpec:
     input_size: tuple[int, int]
     layout: KeypointLayout
     description: str
+    crop_tracking: bool = False
 
     @property
     def path(self) -> Path:
@@ -55,6 +59,7 @@ MODELS: dict[str, ModelSpec] = {
             (192, 192),
             KeypointLayout.COCO17,
             "MoveNet SinglePose Lightning: fastest, 17 COCO points",
+            crop_tracking=True,
         ),
         ModelSpec(
             "movenet-thunder",
@@ -63,6 +68,7 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.COCO17,
             "MoveNet SinglePose Thunder: more accurate, 17 COCO points",
+            crop_tracking=True,
         ),
         ModelSpec(
             "movenet-multipose",
@@ -79,6 +85,7 @@ MODELS: dict[str, ModelSpec] = {
             (257, 257),
             KeypointLayout.COCO17,
             "PoseNet MobileNetV1 0.75: any 16n+1 input (input_size=...), decode fused in the graph",
+            crop_tracking=True,
         ),
         ModelSpec(
             "blazepose-full",
@@ -125,11 +132,26 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_estimator(
-    name: str, options: SessionOptions | None = None, **adapter_options: Any
+    name: str,
+    options: SessionOptions | None = None,
+    tracking: CropTrackingConfig | None = None,
+    **adapter_options: Any,
 ) -> PoseEstimator:
-    """Build the estimator for a registered model (loads its ONNX session)."""
+    """Build the estimator for a registered model (loads its ONNX session).
+
+    Args:
+        name: registry name.
+        options: device and threads.
+        tracking: crop tracking for single-pose models (``spec.crop_tracking``); ignored by
+            models that find people themselves, and off when None or ``tracking.crop`` is false.
+        adapter_options: keyword options of the model's adapter class.
+    """
     spec = get_spec(name)
     module_name, _, class_name = spec.adapter.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     estimator: PoseEstimator = cls(spec, options or SessionOptions(), **adapter_options)
+    if tracking is not None and tracking.crop and spec.crop_tracking:
+        from avatarlink.tracking import CropTrackedEstimator
+
+        estimator = CropTrackedEstimator(estimator, tracking)
     return estimator
