@@ -712,7 +712,9 @@ def build_stages(config: AppConfig, rig: Any = None) -> Stages:
     from avatarlink.solver import BoneSolver
 
     rig = rig if rig is not None else load_rig(config.rig)
-    estimator = create_estimator(config.model, SessionOptions(config.device, config.threads))
+    estimator = create_estimator(
+        config.model, SessionOptions(config.device, config.threads), tracking=config.tracking
+    )
     smoothing = config.section("smoothing")
     stages = Stages(
         estimator=estimator,
