@@ -31,6 +31,8 @@ message at :attr:`PipelineOptions.keepalive_hz`, so receivers hold the last pose
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import logging
 import math
 import sys
@@ -50,6 +52,9 @@ if TYPE_CHECKING:
     from avatarlink.config import AppConfig
 
 log = logging.getLogger(__name__)
+
+# At most this many persons keep their own rotation filters (a crowd resets them all).
+_MAX_PERSON_FILTERS = 16
 
 STAGES: tuple[str, ...] = (
     "capture",
@@ -352,6 +357,7 @@ class Pipeline:
         self._fail_lock = threading.Lock()
         self.last_result: FrameResult | None = None
         self._closed = False
+        self._rotation_smoothers: dict[int, RotationFilter] = {}
         try:
             self.provider = str(stages.estimator.provider)
         except Exception:  # a provider query must never stop a run
@@ -377,6 +383,23 @@ class Pipeline:
             self._observers.append(observer)
 
     # -- one frame ----------------------------------------------------------------------------
+
+    def _rotation_smoother_for(self, rotations: BoneRotations) -> RotationFilter:
+        """Each tracked person keeps its own rotation filter (a copy of the configured one)."""
+        proto = self.stages.rotation_smoother
+        assert proto is not None
+        key = rotations.person_id
+        smoother = self._rotation_smoothers.get(key)
+        if smoother is None:
+            if len(self._rotation_smoothers) >= _MAX_PERSON_FILTERS:
+                self._rotation_smoothers.clear()
+            smoother = proto if not self._rotation_smoothers else copy.deepcopy(proto)
+            if smoother is not proto:
+                reset = getattr(smoother, "reset", None)
+                if callable(reset):
+                    reset()
+            self._rotation_smoothers[key] = smoother
+        return smoother
 
     def process(self, captured: CapturedFrame) -> FrameResult:
         """Run one captured frame through every stage, send it, and notify the observers."""
@@ -439,13 +462,15 @@ class Pipeline:
         rot_ms = 0.0
         if world is not None and world.num_persons > 0 and st.solver is not None:
             try:
-                rotations = tuple(st.solver(world, t))
+                rotations = _with_person_ids(tuple(st.solver(world, t)), world)
             except Exception as exc:
                 self._fail("solve", exc)
             if rotations and st.rotation_smoother is not None:
                 r0 = clock()
                 try:
-                    rotations = tuple(st.rotation_smoother(r) for r in rotations)
+                    rotations = tuple(
+                        _keep_id(self._rotation_smoother_for(r)(r), r.person_id) for r in rotations
+                    )
                 except Exception as exc:
                     self._fail("smoothing", exc)
                 rot_ms = (clock() - r0) * 1e3
@@ -702,8 +727,6 @@ def build_stages(config: AppConfig, rig: Any = None) -> Stages:
     Raises:
         ModelError, RigError, ConfigError, OutputError: naming what is wrong.
     """
-    import dataclasses
-
     from avatarlink.models.registry import create_estimator
     from avatarlink.outputs import open_sink
     from avatarlink.rig import load_rig
@@ -737,6 +760,23 @@ def build_stages(config: AppConfig, rig: Any = None) -> Stages:
     stages.sinks = sinks
     stages.sink_names = list(config.send)
     return stages
+
+
+def _keep_id(rotations: BoneRotations, person_id: int) -> BoneRotations:
+    if rotations.person_id == person_id:
+        return rotations
+    return dataclasses.replace(rotations, person_id=person_id)
+
+
+def _with_person_ids(
+    rotations: tuple[BoneRotations, ...], world: Keypoints
+) -> tuple[BoneRotations, ...]:
+    """Tag each person's rotations with its track id (rotations follow the keypoints' order)."""
+    ids = world.ids
+    return tuple(
+        dataclasses.replace(r, person_id=int(ids[i])) if i < len(ids) and ids[i] >= 0 else r
+        for i, r in enumerate(rotations)
+    )
 
 
 def _calibrated(config: AppConfig) -> tuple[Any, dict[str, float] | None]:

@@ -126,6 +126,7 @@ class BoneRotations:
         root_pos: float32 (3,) hip position in metres (world frame).
         valid: bool (B,) whether each rotation comes from an observation this frame.
         t: capture time in seconds of the frame these come from.
+        person_id: the person's track id (``Keypoints.ids``), -1 when untracked.
     """
 
     bones: tuple[str, ...]
@@ -133,6 +134,7 @@ class BoneRotations:
     root_pos: FloatArray
     valid: BoolArray
     t: float
+    person_id: int = -1
 
 
 @dataclass(frozen=True)

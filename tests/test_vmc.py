@@ -410,3 +410,33 @@ def test_closed_sink_refuses_to_send(rig: Rig) -> None:
     sink.close()  # idempotent
     with pytest.raises(OutputError, match="closed"):
         sink.send([_pose(rig)], 0.0)
+
+
+def test_person_option_follows_one_track_id() -> None:
+    """With ?person=N a sink sends that person's pose, and idles while that person is unseen."""
+    from avatarlink.outputs import open_sink
+    from avatarlink.outputs.osc_decode import decode_packet
+    from avatarlink.rig import load_rig
+    from avatarlink.types import BoneRotations
+
+    rig = load_rig("unity_humanoid")
+    sink = open_sink("vmc://127.0.0.1:9?person=1", rig)
+    bones = tuple(rig.bones)
+    rest = np.tile(np.array([0, 0, 0, 1], np.float32), (len(bones), 1))
+    raised = rest.copy()
+    raised[bones.index("LeftUpperArm")] = [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)]
+    valid = np.ones(len(bones), bool)
+    zero = np.zeros(3, np.float32)
+    person0 = BoneRotations(bones, rest, zero, valid, 0.0, person_id=0)
+    person1 = BoneRotations(bones, raised, zero, valid, 0.0, person_id=1)
+
+    def left_arm_z(datagrams: list[bytes]) -> float | None:
+        for data in datagrams:
+            for msg in decode_packet(data).msgs:
+                if msg.address == "/VMC/Ext/Bone/Pos" and msg.args[0] == "LeftUpperArm":
+                    return float(msg.args[6])  # type: ignore[arg-type]
+        return None
+
+    assert abs(left_arm_z(sink.encode([person0, person1], 0.0)) or 0.0) > 0.5
+    assert left_arm_z(sink.encode([person0], 0.1)) is None  # person 1 unseen: idle only
+    sink.close()

@@ -69,16 +69,21 @@ class SinkOptions:
         mirror: mirror the pose left/right (selfie view) before sending.
         root_translation: move the avatar's root with the hips' displacement since the first
             frame; off keeps the avatar in place (the hips still rotate).
+        person: send the person with this track id (multi-person models give stable ids from
+            0); None sends the first person found. One URL per person feeds one avatar each.
     """
 
     max_rate_hz: float | None = None
     max_datagram: int = DEFAULT_MAX_DATAGRAM
     mirror: bool = False
     root_translation: bool = False
+    person: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_rate_hz is not None and not self.max_rate_hz > 0:
             raise ConfigError(f"max_rate_hz must be > 0 frames/s, got {self.max_rate_hz}")
+        if self.person is not None and self.person < 0:
+            raise ConfigError(f"person must be a track id >= 0, got {self.person}")
         if self.max_datagram < MIN_MAX_DATAGRAM or self.max_datagram > 65507:
             raise ConfigError(
                 f"max_datagram must be {MIN_MAX_DATAGRAM}..65507 bytes, got {self.max_datagram}"
@@ -285,10 +290,11 @@ class UdpPoseSink:
         return [bytes(d) for d in self._datagrams(rotations, t)]
 
     def send(self, rotations: Sequence[BoneRotations], t: float) -> None:
-        """Send the first person's pose (or an idle status when the list is empty).
+        """Send one person's pose (or an idle status when that person is not seen).
 
         Args:
-            rotations: one :class:`BoneRotations` per person; only the first is sent.
+            rotations: one :class:`BoneRotations` per person; the first is sent, or the one whose
+                ``person_id`` is ``options.person``.
             t: capture time of the frame in seconds.
         """
         now = self._clock()
@@ -313,10 +319,18 @@ class UdpPoseSink:
         if self._t0 is None:
             self._t0 = t
         elapsed = t - self._t0
-        if not rotations:
+        chosen = self._choose(rotations)
+        if chosen is None:
             return self._idle(elapsed)
-        self.state.update(rotations[0])
+        self.state.update(chosen)
         return self._frame(elapsed)
+
+    def _choose(self, rotations: Sequence[BoneRotations]) -> BoneRotations | None:
+        """The person this sink follows: ``options.person``'s id, else the first one."""
+        person = self.options.person
+        if person is None:
+            return rotations[0] if rotations else None
+        return next((r for r in rotations if r.person_id == person), None)
 
     def _frame(self, elapsed: float) -> Sequence[Datagram]:
         raise NotImplementedError
