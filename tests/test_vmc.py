@@ -432,7 +432,7 @@ def test_person_option_follows_one_track_id() -> None:
 
     def left_arm_z(datagrams: list[bytes]) -> float | None:
         for data in datagrams:
-            for msg in decode_packet(data).msgs:
+            for msg in decode_packet(data).messages:
                 if msg.address == "/VMC/Ext/Bone/Pos" and msg.args[0] == "LeftUpperArm":
                     return float(msg.args[6])  # type: ignore[arg-type]
         return None
