@@ -4,6 +4,7 @@ A complete file (every key optional; ``avatarlink run --print-config`` shows the
 
     source: 0                       # camera index, video, image folder, URL, or synthetic
     model: movenet-lightning
+    max_persons: 1                  # people to track with multi-person models (one avatar each)
     device: auto                    # auto | cpu | cuda | tensorrt
     threads: null                   # CPU inference threads (null: all cores but one)
     rig: unity_humanoid             # a name in rigs/ or a path to a rig YAML
@@ -88,6 +89,7 @@ class AppConfig:
 
     source: str = DEFAULT_SOURCE
     model: str = DEFAULT_MODEL
+    max_persons: int = 1
     device: str = "auto"
     threads: int | None = None
     rig: str = DEFAULT_RIG
@@ -273,6 +275,8 @@ def _convert_top(key: str, value: Any, where: _Where) -> Any:
     value = _convert(value, hint, key, where)
     if key == "device" and value not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {value!r}{where(key)}")
+    if key == "max_persons" and value < 1:
+        raise ConfigError(f"max_persons must be >= 1, got {value!r}{where(key)}")
     if key == "threads" and value is not None and value < 1:
         raise ConfigError(f"threads must be >= 1 or null, got {value!r}{where(key)}")
     if key == "seconds" and value is not None and not value > 0:

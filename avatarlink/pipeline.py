@@ -736,7 +736,10 @@ def build_stages(config: AppConfig, rig: Any = None) -> Stages:
 
     rig = rig if rig is not None else load_rig(config.rig)
     estimator = create_estimator(
-        config.model, SessionOptions(config.device, config.threads), tracking=config.tracking
+        config.model,
+        SessionOptions(config.device, config.threads),
+        tracking=config.tracking,
+        max_persons=config.max_persons,
     )
     smoothing = config.section("smoothing")
     stages = Stages(

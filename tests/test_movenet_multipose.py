@@ -81,3 +81,9 @@ def test_finds_the_people_of_a_real_photo_with_stable_ids() -> None:
     second = est.estimate(image).image
     assert sorted(second.ids.tolist()) == sorted(first.ids.tolist())
     assert len(set(first.ids.tolist())) == first.num_persons
+
+
+def test_max_persons_limits_the_people_reported() -> None:
+    image = read_image(shared_data("coco", "000000197388.jpg"))
+    est = create_estimator("movenet-multipose", SessionOptions("cpu", 1), max_persons=2)
+    assert est.estimate(image).image.num_persons == 2

@@ -28,6 +28,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("path", nargs="?", default=None, help="image, video or folder")
     add_model_arguments(parser)
     parser.add_argument("--bbox", help="person region x,y,w,h in pixels (top-down use)")
+    parser.add_argument(
+        "--max-persons",
+        type=int,
+        default=None,
+        help="multi-person models (movenet-multipose, blazepose-*): report at most N people",
+    )
     parser.add_argument("--json", dest="json_out", help="write keypoints JSON here ('-' = stdout)")
     parser.add_argument(
         "--draw",
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     region = Box.parse(args.bbox) if args.bbox else None
     source = open_file_source(args.path or SAMPLE_IMAGE)
-    estimator = create_estimator(args.model, session_options(args))
+    estimator = create_estimator(args.model, session_options(args), max_persons=args.max_persons)
     json_file: IO[str] | None = None
     if args.json_out:
         json_file = sys.stdout if args.json_out == "-" else open(args.json_out, "w")  # noqa: SIM115

@@ -559,10 +559,16 @@ class BlazePoseEstimator:
     layout = KeypointLayout.BLAZEPOSE33
 
     def __init__(
-        self, spec: ModelSpec, options: SessionOptions, config: BlazePoseConfig | None = None
+        self,
+        spec: ModelSpec,
+        options: SessionOptions,
+        config: BlazePoseConfig | None = None,
+        max_persons: int | None = None,
     ) -> None:
         self.name = spec.name
         self.config = config or BlazePoseConfig()
+        if max_persons is not None:
+            self.config = replace(self.config, max_persons=max_persons)
         refine = self.config.heatmap_refine != "none"
         self.landmark_model = LandmarkModel(InferenceSession(spec.path, options), heatmap=refine)
         self.heatmap_activation: Activation = (

@@ -7,6 +7,7 @@ Model contract (models/MODELS.md): input int32 (1, H, W, 3) RGB 0..255 with H an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -88,9 +89,12 @@ class MoveNetMultiPoseEstimator:
         options: SessionOptions,
         config: MultiPoseConfig | None = None,
         identity: IdentityConfig | None = None,
+        max_persons: int | None = None,
     ) -> None:
         self.name = spec.name
         self.config = config or MultiPoseConfig()
+        if max_persons is not None:
+            self.config = dataclasses.replace(self.config, max_persons=max_persons)
         self.session = InferenceSession(spec.path, options)
         self.input_name = self.session.inputs[0].name
         self.input_dtype = self.session.inputs[0].dtype

@@ -31,6 +31,7 @@ class ModelSpec:
         description: one line for ``avatarlink models``.
         crop_tracking: a single-pose model that gains from crop tracking (``tracking=`` option of
             :func:`create_estimator`).
+        multi_person: the adapter finds several people (takes ``max_persons``).
     """
 
     name: str
@@ -40,6 +41,7 @@ class ModelSpec:
     layout: KeypointLayout
     description: str
     crop_tracking: bool = False
+    multi_person: bool = False
 
     @property
     def path(self) -> Path:
@@ -77,6 +79,7 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.COCO17,
             "MoveNet MultiPose Lightning: up to 6 people with stable ids, 17 COCO points",
+            multi_person=True,
         ),
         ModelSpec(
             "posenet",
@@ -94,6 +97,7 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.BLAZEPOSE33,
             "BlazePose full + person detector: 33 points, world metres, ROI tracking",
+            multi_person=True,
         ),
         ModelSpec(
             "blazepose-lite",
@@ -102,6 +106,7 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.BLAZEPOSE33,
             "BlazePose lite + person detector: fastest BlazePose, 33 points, world metres",
+            multi_person=True,
         ),
         ModelSpec(
             "blazepose-heavy",
@@ -110,6 +115,7 @@ MODELS: dict[str, ModelSpec] = {
             (256, 256),
             KeypointLayout.BLAZEPOSE33,
             "BlazePose heavy + person detector: most accurate BlazePose, 33 points, world metres",
+            multi_person=True,
         ),
     )
 }
@@ -135,6 +141,7 @@ def create_estimator(
     name: str,
     options: SessionOptions | None = None,
     tracking: CropTrackingConfig | None = None,
+    max_persons: int | None = None,
     **adapter_options: Any,
 ) -> PoseEstimator:
     """Build the estimator for a registered model (loads its ONNX session).
@@ -144,9 +151,15 @@ def create_estimator(
         options: device and threads.
         tracking: crop tracking for single-pose models (``spec.crop_tracking``); ignored by
             models that find people themselves, and off when None or ``tracking.crop`` is false.
+        max_persons: for multi-person models, report at most this many people (>= 1).
         adapter_options: keyword options of the model's adapter class.
     """
     spec = get_spec(name)
+    if max_persons is not None:
+        if max_persons < 1:
+            raise ModelError(f"max_persons must be >= 1, got {max_persons}")
+        if spec.multi_person:
+            adapter_options["max_persons"] = max_persons
     module_name, _, class_name = spec.adapter.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     estimator: PoseEstimator = cls(spec, options or SessionOptions(), **adapter_options)
