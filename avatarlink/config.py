@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from avatarlink.capture import CaptureOptions
-from avatarlink.errors import ConfigError
+from avatarlink.errors import ConfigError, yaml_problem
 from avatarlink.models.registry import DEFAULT_MODEL
 from avatarlink.outputs.base import SinkOptions
 from avatarlink.pipeline import PipelineOptions
@@ -158,7 +158,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
     lines: dict[str, int] = {}
     if root is not None:
         _line_map(root, "", lines)

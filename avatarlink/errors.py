@@ -25,3 +25,12 @@ class RigError(ConfigError):
 
 class OutputError(AvatarlinkError):
     """An output (sink) target is invalid, e.g. a malformed ``vmc://host:port``."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line for a PyYAML error: ``line L column C: problem`` (no multi-line context)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1} column {mark.column + 1}: {problem}"

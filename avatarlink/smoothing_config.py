@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from avatarlink.errors import ConfigError
+from avatarlink.errors import ConfigError, yaml_problem
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -426,7 +426,7 @@ def load(path: str | Path, section: str = "smoothing") -> SmoothingConfig:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
     lines: dict[str, int] = {}
     if root is not None:
         _line_map(root, "", lines)

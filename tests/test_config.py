@@ -123,3 +123,12 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_config(scalar)
     empty = _write(tmp_path, "")
     assert load_config(empty).source == "0"
+
+
+def test_broken_yaml_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "run.yaml"
+    bad.write_text("model: movenet-lightning\nsend: [unclosed\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad)
+    text = str(exc.value)
+    assert "\n" not in text and str(bad) in text and "line 3" in text
