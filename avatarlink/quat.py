@@ -21,13 +21,18 @@ ArrayLike = npt.ArrayLike
 # Below this norm a vector has no usable direction (it is a degenerate observation).
 _EPS = 1e-12
 
-# The Levi-Civita tensor: one einsum makes a batch of cross products (np.cross is slow on small
-# batches).
+# The Levi-Civita tensor (cross products as index maps and the cross-product matrix).
 _LEVI_CIVITA = np.zeros((3, 3, 3))
 _LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
 _LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
-# Up to this many elements the einsum wins (fewer calls); beyond, elementwise products do.
-_SMALL = 600
+# ``a x b = (a[I] * b[J])[:3] - (a[I] * b[J])[3:]``: one gather per operand, one product and one
+# difference (np.cross and an einsum with the tensor cost several times more on small batches).
+_CROSS_A = np.array([1, 2, 0, 2, 0, 1])
+_CROSS_B = np.array([2, 0, 1, 1, 2, 0])
+# ``v @ _SKEW_MAP`` is the flattened cross-product matrix ``[v]x`` (row-major 3x3).
+_SKEW_MAP = np.ascontiguousarray(np.transpose(_LEVI_CIVITA, (1, 0, 2)).reshape(3, 9))
+# Up to this many elements the gathers win (fewer calls); beyond, per-component products do.
+_SMALL = 3000
 
 
 def _f64(x: ArrayLike) -> Array:
@@ -38,7 +43,8 @@ def cross(a: ArrayLike, b: ArrayLike) -> Array:
     """Cross product of (..., 3) vectors (broadcasting) (faster than np.cross for small arrays)."""
     a, b = _f64(a), _f64(b)
     if a.size + b.size <= _SMALL:
-        out: Array = np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
+        p = a[..., _CROSS_A] * b[..., _CROSS_B]
+        out: Array = p[..., :3] - p[..., 3:]
         return out
     ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
     bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
@@ -114,32 +120,46 @@ def conjugate(q: ArrayLike) -> Array:
 inverse = conjugate
 
 
+def _left_product_map() -> Array:
+    """Linear map (4, 16): ``a @ map`` is the flattened 4x4 matrix ``L(a)`` with
+    ``a * b == L(a) @ b`` (Hamilton product, xyzw)."""
+    x, y, z, w = np.eye(4)
+    rows = (
+        (w, -z, y, x),  # x of a * b: aw bx - az by + ay bz + ax bw
+        (z, w, -x, y),
+        (-y, x, w, z),
+        (-x, -y, -z, w),
+    )
+    out: Array = np.stack([np.stack(r, axis=-1) for r in rows], axis=-2).reshape(4, 16)
+    return out
+
+
+_LEFT_PRODUCT = _left_product_map()
+
+
 def multiply(a: ArrayLike, b: ArrayLike) -> Array:
     """Hamilton product ``a * b`` (apply ``b`` first, then ``a``), broadcasting over batches."""
     a, b = _f64(a), _f64(b)
-    av, aw = a[..., :3], a[..., 3:]
-    bv, bw = b[..., :3], b[..., 3:]
-    v = aw * bv + bw * av + cross(av, bv)
-    w = aw * bw - dot(av, bv)[..., None]
-    out: Array = np.concatenate([v, w], axis=-1)
+    # One matrix product: a * b = L(a) b, with L(a) linear in a.
+    left = (a @ _LEFT_PRODUCT).reshape(*a.shape[:-1], 4, 4)
+    out: Array = (left @ b[..., None])[..., 0]
     return out
 
 
 def rotate(q: ArrayLike, v: ArrayLike) -> Array:
     """Rotate (..., 3) vectors by unit quaternions (broadcasting)."""
-    q, v = _f64(q), _f64(v)
-    qv, qw = q[..., :3], q[..., 3:]
-    t = 2.0 * cross(qv, v)
-    out: Array = v + qw * t + cross(qv, t)
+    v = _f64(v)
+    out: Array = (to_matrix(q) @ v[..., None])[..., 0]
     return out
 
 
 def from_axis_angle(axis: ArrayLike, angle: ArrayLike) -> Array:
     """Rotation of ``angle`` radians (...) about unit ``axis`` (..., 3), right-hand rule."""
     axis, half = _f64(axis), 0.5 * _f64(angle)
-    shape = np.broadcast_shapes(axis.shape[:-1], half.shape)
-    axis, half = np.broadcast_to(axis, (*shape, 3)), np.broadcast_to(half, shape)
-    out: Array = np.concatenate([axis * np.sin(half)[..., None], np.cos(half)[..., None]], axis=-1)
+    v = axis * np.sin(half)[..., None]
+    out: Array = np.empty((*v.shape[:-1], 4))
+    out[..., :3] = v
+    out[..., 3] = np.cos(half)
     return out
 
 
@@ -197,23 +217,33 @@ def from_two_vectors(u: ArrayLike, v: ArrayLike) -> Array:
     return normalize(q)
 
 
+def _matrix_map() -> tuple[Array, Array]:
+    """Linear map (16, 9) from the products ``q_i q_j`` (flattened 4x4, xyzw) to a rotation
+    matrix's entries, and its constant part (9,)."""
+    x, y, z, w = 0, 1, 2, 3
+    terms = (  # entry: (coefficient, i, j) ... for 1 + sum c q_i q_j
+        ((-2, y, y), (-2, z, z)), ((2, x, y), (-2, w, z)), ((2, x, z), (2, w, y)),
+        ((2, x, y), (2, w, z)), ((-2, x, x), (-2, z, z)), ((2, y, z), (-2, w, x)),
+        ((2, x, z), (-2, w, y)), ((2, y, z), (2, w, x)), ((-2, x, x), (-2, y, y)),
+    )  # fmt: skip
+    a = np.zeros((16, 9))
+    for e, entry in enumerate(terms):
+        for c, i, j in entry:
+            a[4 * i + j, e] += c
+    return a, np.eye(3).reshape(9)
+
+
+_MATRIX_MAP, _MATRIX_ONE = _matrix_map()
+
+
 def to_matrix(q: ArrayLike) -> Array:
     """Rotation matrices (..., 3, 3) of unit quaternions (..., 4)."""
     q = _f64(q)
-    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    xx, yy, zz = x * x, y * y, z * z
-    xy, xz, yz = x * y, x * z, y * z
-    wx, wy, wz = w * x, w * y, w * z
-    m = np.stack(
-        [
-            1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy),
-            2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx),
-            2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy),
-        ],
-        axis=-1,
-    )  # fmt: skip
-    out: Array = m.reshape(*q.shape[:-1], 3, 3)
-    return out
+    lead = q.shape[:-1]
+    products = (q[..., :, None] * q[..., None, :]).reshape(*lead, 16)
+    out: Array = products @ _MATRIX_MAP
+    out += _MATRIX_ONE
+    return out.reshape(*lead, 3, 3)
 
 
 def _product_map() -> Array:
@@ -242,8 +272,15 @@ def _product_map() -> Array:
 
 
 _PRODUCTS = _product_map().T.copy()  # (10, 16)
-_DIAG16 = np.array([0, 5, 10, 15])
+_PRODUCTS_M = _PRODUCTS[:9].copy()  # the part linear in the matrix entries
+_PRODUCTS_1 = _PRODUCTS[9].copy()  # the constant part
+# The row of products with w (``4 w q``), the usual choice: linear part (9, 4) and constant (4,).
+_W_ROW_M = _PRODUCTS_M[:, 12:].copy()
+_W_ROW_1 = _PRODUCTS_1[12:].copy()
+# Where 4 w^2 is at least this, the w row alone is accurate (w >= 1/4; errors below 1e-15).
+_W_ROW_MIN = 0.25
 _TIE_BREAK = np.array([3e-12, 2e-12, 1e-12, 0.0])
+_EYE3 = np.eye(3)
 
 
 def from_matrix(m: ArrayLike) -> Array:
@@ -251,15 +288,24 @@ def from_matrix(m: ArrayLike) -> Array:
 
     The matrix gives every product ``4 q_i q_j`` linearly; the row of the largest ``q_i``
     (Shepperd's choice, never smaller than 1/2) divided by its square root is the quaternion,
-    accurate for every rotation including half turns.
+    accurate for every rotation including half turns. When every rotation turns by less than
+    about 150 degrees the row of ``w`` alone serves (``|w| >= 1/4``), in a few operations.
     """
     m = _f64(m)
     lead = m.shape[:-2]
-    aug = np.concatenate([m.reshape(*lead, 9), np.ones((*lead, 1))], axis=-1)
-    prod = (aug @ _PRODUCTS).reshape(*lead, 4, 4)
+    m9 = m.reshape(*lead, 9)
+    row = m9 @ _W_ROW_M
+    row += _W_ROW_1
+    if row.size and row[..., 3].min() >= _W_ROW_MIN:
+        fast: Array = row / np.sqrt(np.einsum("...i,...i->...", row, row))[..., None]
+        return fast
+    prod = m9 @ _PRODUCTS_M
+    prod += _PRODUCTS_1
     # One-hot of the largest diagonal entry (the tiny ramp breaks exact ties).
-    diag = prod.reshape(*lead, 16)[..., _DIAG16] + _TIE_BREAK
-    row = np.einsum("...ij,...i->...j", prod, diag >= diag.max(axis=-1, keepdims=True))
+    diag = prod[..., ::5] + _TIE_BREAK
+    row = np.einsum(
+        "...ij,...i->...j", prod.reshape(*lead, 4, 4), diag >= diag.max(axis=-1, keepdims=True)
+    )
     scale = np.where(row[..., 3] < 0.0, -1.0, 1.0) / np.sqrt(np.einsum("...i,...i->...", row, row))
     out: Array = row * scale[..., None]
     return out
@@ -332,17 +378,19 @@ def matrix_apply(m: ArrayLike, v: ArrayLike) -> Array:
 def matrix_from_axis_angle(axis: ArrayLike, angle: ArrayLike) -> Array:
     """Rotation matrices (..., 3, 3) about unit ``axis`` (..., 3) by ``angle`` radians (...)."""
     axis, angle = _f64(axis), _f64(angle)
-    s = np.sin(angle)[..., None, None]
     c = np.cos(angle)[..., None, None]
+    s = np.sin(angle)[..., None, None]
     # Rodrigues: R = c I + s [a]x + (1 - c) a a^T
-    outer = axis[..., :, None] * axis[..., None, :]
-    out: Array = c * np.eye(3) + s * skew(axis) + (1.0 - c) * outer
+    out: Array = (axis[..., :, None] * axis[..., None, :]) * (1.0 - c)
+    out += s * skew(axis)
+    out += c * _EYE3
     return out
 
 
 def skew(v: ArrayLike) -> Array:
     """Cross-product matrices ``[v]x`` (..., 3, 3) with ``[v]x @ w == v x w``."""
-    out: Array = np.einsum("ijk,...j->...ik", _LEVI_CIVITA, _f64(v))
+    v = _f64(v)
+    out: Array = (v @ _SKEW_MAP).reshape(*v.shape[:-1], 3, 3)
     return out
 
 

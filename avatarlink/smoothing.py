@@ -156,27 +156,30 @@ class SmoothingFilter(abc.ABC):
         t = float(t)
         if not math.isfinite(t):
             raise InputError(f"timestamp must be finite seconds, got {t}")
-        if xa.shape != self._shape:
-            if self._shape is not None:
-                log.debug("input shape changed %s -> %s: filter reset", self._shape, xa.shape)
-            self._allocate(xa.shape)
-        elif self._t_last is not None and t <= self._t_last and self._out is not None:
-            self._skip(t)
-            held: F64 = self._out.copy()
-            return held
         valid = np.isfinite(xa)
         if mask is not None:
             valid &= np.asarray(mask, dtype=bool)
-        s: F64 | None = None
-        if scale is not None:
-            s = np.asarray(scale, dtype=np.float64)
-            if not np.all(s > 0):
-                raise InputError("scale must be > 0 and finite everywhere")
-        out = self._step(xa, t, valid, s)
+        s = None if scale is None else np.asarray(scale, dtype=np.float64)
+        result: F64 = self._update(xa, t, valid, s).copy()
+        return result
+
+    def _update(self, x: F64, t: float, valid: BoolArr, scale: F64 | None) -> F64:
+        """:meth:`__call__` on checked inputs: float64 ``x``, finite ``t``, ``valid`` (bool, shaped
+        like ``x``: finite and allowed to update). Returns the filter's own output array, which
+        the caller must not modify."""
+        if x.shape != self._shape:
+            if self._shape is not None:
+                log.debug("input shape changed %s -> %s: filter reset", self._shape, x.shape)
+            self._allocate(x.shape)
+        elif self._t_last is not None and t <= self._t_last and self._out is not None:
+            self._skip(t)
+            return self._out
+        if scale is not None and np.count_nonzero(scale > 0) != scale.size:
+            raise InputError("scale must be > 0 and finite everywhere")
+        out = self._step(x, t, valid, scale)
         self._t_last = t
         self._out = out
-        result: F64 = out.copy()
-        return result
+        return out
 
     # -- for subclasses ---------------------------------------------------------------------------
 
@@ -324,7 +327,7 @@ class OneEuroFilter(SmoothingFilter):
             speed = np.abs(dx)
         else:
             v = dx[..., : self.speed_dims]
-            speed = np.sqrt(np.einsum("...i,...i->...", v, v))[..., None]
+            speed = np.sqrt(v[..., None, :] @ v[..., :, None])[..., 0]
         if scale is not None:
             speed = speed / scale
         if self.deadband > 0.0:
@@ -332,7 +335,8 @@ class OneEuroFilter(SmoothingFilter):
         return speed
 
     def _step(self, x: F64, t: float, valid: BoolArr, scale: F64 | None) -> F64:
-        if self._all_init and self._t_all is not None and valid.all():
+        all_valid = np.count_nonzero(valid) == valid.size
+        if self._all_init and self._t_all is not None and all_valid:
             # Fast path: every element measured now and at the same previous time.
             te = t - self._t_all
             raw = x - self._x
@@ -348,6 +352,28 @@ class OneEuroFilter(SmoothingFilter):
             self._t_all = t
             return self._x
 
+        if self._all_init or not np.count_nonzero(valid > self._init):
+            # No element is measured for the first time: the update below, restricted to the
+            # measured elements in place (each with its own time since its last update).
+            te_el: Any = t - (self._tp if self._t_all is None else self._t_all)
+            raw = x - self._x
+            dx_hat = raw / te_el
+            dx_hat -= self._dx
+            dx_hat *= _alpha(te_el, self.d_cutoff)
+            dx_hat += self._dx
+            np.copyto(self._dx, dx_hat, where=valid)
+            cutoff = self._speed(self._dx, scale)
+            cutoff *= self.beta
+            cutoff += self.min_cutoff
+            raw *= _alpha(te_el, cutoff)
+            raw += self._x
+            np.copyto(self._x, raw, where=valid)
+            self._materialise_times()
+            np.copyto(self._tp, t, where=valid)
+            if self._all_init:
+                return self._x
+            return np.where(self._init, self._x, x)
+
         self._materialise_times()
         te_el = t - self._tp  # NaN for never-measured elements: their results are discarded
         raw = x - self._x
@@ -362,8 +388,8 @@ class OneEuroFilter(SmoothingFilter):
         self._x = np.where(update, x_hat, np.where(first, x, self._x))
         self._tp = np.where(valid, t, self._tp)
         self._init = self._init | valid
-        self._all_init = bool(self._init.all())
-        if self._all_init and valid.all():
+        self._all_init = np.count_nonzero(self._init) == self._init.size
+        if self._all_init and all_valid:
             self._t_all = t
         return np.where(self._init, self._x, x)
 
@@ -736,6 +762,11 @@ class QuaternionOneEuroFilter:
 
     def __call__(self, q: npt.ArrayLike, t: float, mask: npt.ArrayLike | None = None) -> F64:
         """Filter rotations ``q`` (..., 4) xyzw taken at ``t`` seconds; returns float64 (..., 4)."""
+        result: F64 = self._filter(q, t, mask).copy()
+        return result
+
+    def _filter(self, q: npt.ArrayLike, t: float, mask: npt.ArrayLike | None) -> F64:
+        """:meth:`__call__` returning the filter's own output array (not to be modified)."""
         qa = np.asarray(q, dtype=np.float64)
         t = float(t)
         if qa.ndim < 1 or qa.shape[-1] != 4:
@@ -761,27 +792,36 @@ class QuaternionOneEuroFilter:
                     t,
                     self._t_last,
                 )
-            held: F64 = self._out.copy()
-            return held
-        norm = np.sqrt(np.einsum("...i,...i->...", qa, qa))
+            return self._out
+        norm = np.sqrt((qa[..., None, :] @ qa[..., :, None])[..., 0, 0])
         valid = norm > 1e-12  # False for NaN too
         if mask is not None:
             valid &= np.asarray(mask, dtype=bool)
-        fast = self._all_init and self._t_all is not None and bool(valid.all())
+        all_valid = np.count_nonzero(valid) == valid.size
+        fast = self._all_init and self._t_all is not None and all_valid
+        # No bone seen for the first time: update the valid ones in place.
+        steady = fast or self._all_init or not np.count_nonzero(valid > self._init)
         if fast:
             qn = qa / norm[..., None]
             te: Any = t - self._t_all  # type: ignore[operator]
+        elif steady:
+            # Invalid bones' results are discarded (a NaN there stays there, silently).
+            qn = qa / np.where(valid, norm, 1.0)[..., None]
+            te = t - (self._tp if self._t_all is None else self._t_all)
         else:
             qn = np.where(valid[..., None], qa / np.where(valid, norm, 1.0)[..., None], 0.0)
             self._materialise_times()
             te = t - self._tp
         prev = self._q
-        dot = np.einsum("...i,...i->...", qn, prev)
+        dot = (qn[..., None, :] @ prev[..., :, None])[..., 0, 0]
         sign = np.copysign(1.0, dot)
-        qn = qn * sign[..., None]  # hemisphere continuity: q and -q are the same rotation
+        qn *= sign[..., None]  # hemisphere continuity: q and -q are the same rotation
         half = np.arccos(np.minimum(dot * sign, 1.0))  # half the angle between q and prev
-        speed = self._speed + _alpha(te, self.d_cutoff) * (half * (2.0 / te) - self._speed)
-        a = _alpha(te, self.min_cutoff + self.beta * speed)
+        two_pi_te = _TWO_PI * te  # alpha(te, c) = r / (r + 1), r = c 2 pi te
+        r = self.d_cutoff * two_pi_te
+        speed = self._speed + r / (r + 1.0) * (half * (2.0 / te) - self._speed)
+        r = (self.min_cutoff + self.beta * speed) * two_pi_te
+        a = r / (r + 1.0)
         # Slerp weights sin((1 - a) h) / sin h and sin(a h) / sin h. They tend to 1 - a and a
         # as h -> 0, which a floor on h gives without a branch.
         half = np.maximum(half, _SLERP_MIN_HALF_ANGLE)
@@ -791,13 +831,20 @@ class QuaternionOneEuroFilter:
         w0 = np.sin(half - a_half) * inv
         blended = w0[..., None] * prev
         blended += w1[..., None] * qn
-        blended /= np.maximum(np.sqrt(np.einsum("...i,...i->...", blended, blended)), 1e-300)[
-            ..., None
-        ]
+        blended /= np.maximum(
+            np.sqrt(blended[..., None, :] @ blended[..., :, None])[..., 0], 1e-300
+        )
         if fast:
             self._q = blended
             self._speed = speed
             self._t_all = t
+        elif steady:
+            np.copyto(self._q, blended, where=valid[..., None])
+            np.copyto(self._speed, speed, where=valid)
+            self._materialise_times()
+            np.copyto(self._tp, t, where=valid)
+            if self._all_init and all_valid:
+                self._t_all = t
         else:
             update = valid & self._init
             first = valid & ~self._init
@@ -805,14 +852,13 @@ class QuaternionOneEuroFilter:
             self._speed = np.where(update, speed, np.where(first, 0.0, self._speed))
             self._tp = np.where(valid, t, self._tp)
             self._init = self._init | valid
-            self._all_init = bool(self._init.all())
-            if self._all_init and valid.all():
+            self._all_init = np.count_nonzero(self._init) == self._init.size
+            if self._all_init and all_valid:
                 self._t_all = t
         self._t_last = t
-        out = self._q if fast else np.where(self._init[..., None], self._q, qa)
+        out: F64 = self._q if self._all_init else np.where(self._init[..., None], self._q, qa)
         self._out = out
-        result: F64 = out.copy()
-        return result
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -845,6 +891,16 @@ def person_scale(
     raise ConfigError(
         f"smoothing.scale must be torso, bbox_diagonal, bbox_mean or none, got {mode!r}"
     )
+
+
+# Shoulder mid-point minus hip mid-point from (left shoulder, right shoulder, left hip, right hip).
+_TORSO_WEIGHTS = np.array([0.5, 0.5, -0.5, -0.5])
+
+
+def _torso_indices(layout: KeypointLayout) -> npt.NDArray[np.int64]:
+    """Indices of the left/right shoulders and hips in ``layout``."""
+    names = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+    return np.array([layout.index(n) for n in names], np.int64)
 
 
 class KeypointSmoother:
@@ -883,6 +939,8 @@ class KeypointSmoother:
         self._scale = np.zeros(0)
         self._center = np.zeros((0, 3))
         self._kp_t = np.zeros((0, 0))
+        self._torso_layout: KeypointLayout | None = None
+        self._torso_idx = np.zeros(0, np.int64)
 
     @property
     def skipped_timestamps(self) -> int:
@@ -942,50 +1000,70 @@ class KeypointSmoother:
         xyz = np.asarray(keypoints.xyz, dtype=np.float64)
         num_p, num_k = xyz.shape[:2]
         finite = np.isfinite(xyz)
-        ok = (keypoints.score >= cfg.score_threshold) & finite[..., :2].all(axis=-1)
-        if image and cfg.scale != "none":
-            scale_p = person_scale(xyz, ok, keypoints.layout, cfg.scale)
-        else:
+        ok = keypoints.score >= cfg.score_threshold
+        ok &= finite[..., 0]
+        ok &= finite[..., 1]
+        if not image or cfg.scale == "none":
             scale_p = np.ones(num_p)
+        elif cfg.scale == "torso":
+            scale_p = self._torso(xyz, ok, keypoints.layout)
+        else:
+            scale_p = person_scale(xyz, ok, keypoints.layout, cfg.scale)
         dims = 2 if image else 3
         counts = ok.sum(axis=1)
         center_p = np.where(ok[..., None], xyz[..., :dims], 0.0).sum(axis=1)
         center_p /= np.maximum(counts, 1)[:, None]
-        slots = self._match(keypoints.ids, center_p, counts > 0, scale_p, image, num_k)
+        if num_p == 1:
+            size = float(scale_p[0])
+            slots = self._match_one(
+                int(keypoints.ids[0]), center_p[0], bool(counts[0]), size, image, num_k
+            )
+            all_known = math.isfinite(size) and size > 0
+        else:
+            slots = self._match(keypoints.ids, center_p, counts > 0, scale_p, image, num_k)
+            all_known = np.count_nonzero(np.isfinite(scale_p) & (scale_p > 0)) == num_p
         # A person whose size cannot be measured now keeps its last size (else: its box).
-        known = np.isfinite(scale_p) & (scale_p > 0)
-        if not known.all():
+        if not all_known:
+            known = np.isfinite(scale_p) & (scale_p > 0)
             fallback = self._scale[slots]
             box = bbox_diagonal(np.where(ok[..., None], xyz, np.nan))
             fallback = np.where(np.isfinite(fallback) & (fallback > 0), fallback, box)
             fallback = np.where(np.isfinite(fallback) & (fallback > 0), fallback, 1.0)
             scale_p = np.where(known, scale_p, fallback)
-        self._scale[slots] = scale_p
+        self._scale.put(slots, scale_p)
 
         num_s = self._active.size
-        identity = num_s == num_p and bool(np.all(slots == np.arange(num_p)))
-        if identity:
-            meas, mask = xyz, ok
+        if num_s == num_p and (
+            int(slots[0]) == 0 if num_p == 1 else bool(np.all(slots == np.arange(num_p)))
+        ):
+            identity = True
+            meas, mask, valid = xyz, ok, finite & ok[..., None]
         else:
+            identity = False
             meas = np.full((num_s, num_k, 3), np.nan)
             meas[slots] = xyz
             mask = np.zeros((num_s, num_k), bool)
             mask[slots] = ok
+            valid = np.isfinite(meas) & mask[..., None]
         # A keypoint back after more than lost_after_s restarts from its measurement.
         stale = mask & ((t - self._kp_t) > cfg.lost_after_s)  # NaN (never seen) compares False
-        if stale.any():
+        if np.count_nonzero(stale):
             self._filter.reset_where(stale[..., None])
-        self._kp_t = np.where(mask, t, self._kp_t)
+        np.copyto(self._kp_t, t, where=mask)
         scale_s: F64 | None = None
         if image and cfg.filter != "kalman":
             scale_s = self._scale[:, None, None]
-        out = self._filter(meas, t, mask[..., None], scale_s)
+        out = self._filter._update(meas, t, valid, scale_s)
         res = out if identity else out[slots]
         if not cfg.fill_missing:
             res = np.where(finite, res, np.nan)
-        self._seen_t[slots] = t
-        seen = counts > 0
-        self._center[slots[seen], :dims] = center_p[seen]
+        self._seen_t.put(slots, t)
+        if num_p == 1:
+            if counts[0]:
+                self._center[slots[0], :dims] = center_p[0]
+        else:
+            seen = counts > 0
+            self._center[slots[seen], :dims] = center_p[seen]
         self._t_last = t
         result = Keypoints(
             res.astype(np.float32),
@@ -998,12 +1076,25 @@ class KeypointSmoother:
         self._last_out = result
         return result
 
+    def _torso(self, xyz: F64, ok: BoolArr, layout: KeypointLayout) -> F64:
+        """``person_scale(xyz, ok, layout, "torso")``: shoulder-centre to hip-centre length
+        ``(P,)`` in pixels, NaN where one of the four points is not usable."""
+        if layout is not self._torso_layout:
+            self._torso_layout, self._torso_idx = layout, _torso_indices(layout)
+        idx = self._torso_idx
+        d = _TORSO_WEIGHTS @ xyz.take(idx, axis=1)[..., :2]
+        out: F64 = np.sqrt((d[:, None, :] @ d[:, :, None])[:, 0, 0])
+        usable = ok.take(idx, axis=1)
+        if np.count_nonzero(usable) != usable.size:
+            out[~usable.all(axis=1)] = np.nan
+        return out
+
     # -- tracks -----------------------------------------------------------------------------------
 
     def _expire(self, t: float) -> None:
         """Free the slots unseen for more than ``lost_after_s`` and reset their filters."""
         lost = self._active & ((t - self._seen_t) > self.config.lost_after_s)
-        if lost.any():
+        if np.count_nonzero(lost):
             log.debug("%d person(s) lost: their filters reset", int(lost.sum()))
             self._active &= ~lost
             self._filter.reset_where(lost[:, None, None])
@@ -1048,19 +1139,56 @@ class KeypointSmoother:
                 dist[i, :] = np.inf
                 dist[:, j] = np.inf
         for person in np.flatnonzero(slots < 0):
-            free = np.flatnonzero(~self._active & ~taken)
-            if free.size:
-                slot = int(free[0])
-            else:
-                slot = self._grow(num_k)
+            slot = self._new_slot(int(ids[person]), taken, num_k)
+            if slot == taken.size:
                 taken = np.append(taken, False)
-            self._filter.reset_where((np.arange(self._active.size) == slot)[:, None, None])
-            self._kp_t[slot] = np.nan
-            self._scale[slot] = np.nan
-            self._active[slot] = True
-            self._ids[slot] = ids[person]
             slots[person], taken[slot] = slot, True
         return slots
+
+    def _match_one(
+        self, pid: int, center: F64, has_center: bool, scale: float, image: bool, num_k: int
+    ) -> npt.NDArray[np.int64]:
+        """:meth:`_match` for one person (the usual case), with plain floats: the same slot
+        the general matching gives."""
+        slot = -1
+        active = [j for j, a in enumerate(self._active.tolist()) if a]
+        if pid >= 0:
+            for j in active:
+                if self._ids[j] == pid:
+                    slot = j
+                    break
+        elif active and has_center:
+            dims = 2 if image else 3
+            c = center.tolist()
+            known = math.isfinite(scale) and scale > 0
+            best, best_j = math.inf, -1
+            for j in active:  # persons' slots, not keypoints
+                sc = self._center[j].tolist()
+                dist = math.sqrt(sum((c[i] - sc[i]) * (c[i] - sc[i]) for i in range(dims)))
+                if image:
+                    # In person sizes: this frame's size, else the track's last one.
+                    unit = scale if known else float(self._scale[j])
+                    dist = dist / unit if unit != 0.0 else math.inf
+                if not math.isfinite(dist):
+                    dist = math.inf
+                if dist < best:
+                    best, best_j = dist, j
+            if best <= self.config.match_max_distance:
+                slot = best_j
+        if slot < 0:
+            slot = self._new_slot(pid, np.zeros(self._active.size, bool), num_k)
+        return np.array([slot], np.int64)
+
+    def _new_slot(self, pid: int, taken: BoolArr, num_k: int) -> int:
+        """A free (reset) slot for a new person with track id ``pid``; grows when none is free."""
+        free = np.flatnonzero(~self._active & ~taken)
+        slot = int(free[0]) if free.size else self._grow(num_k)
+        self._filter.reset_where((np.arange(self._active.size) == slot)[:, None, None])
+        self._kp_t[slot] = np.nan
+        self._scale[slot] = np.nan
+        self._active[slot] = True
+        self._ids[slot] = pid
+        return slot
 
     def _grow(self, num_k: int) -> int:
         """Add one slot; returns its index."""
@@ -1137,8 +1265,9 @@ class RotationSmoother:
         self._bones = rotations.bones
         rot = rotations.rot
         if self._rot is not None:
-            rot = self._rot(rotations.rot, t, rotations.valid).astype(np.float32)
-        root = self._root(rotations.root_pos, t).astype(np.float32)
+            rot = self._rot._filter(rotations.rot, t, rotations.valid).astype(np.float32)
+        root_pos = np.asarray(rotations.root_pos, dtype=np.float64)
+        root = self._root._update(root_pos, t, np.isfinite(root_pos), None).astype(np.float32)
         self._t_last = t
         out = BoneRotations(rotations.bones, rot, root, rotations.valid, t)
         self._last_out = out

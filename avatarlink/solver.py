@@ -16,15 +16,20 @@ expressed in world axes. Mirroring (selfie view) is explicit: ``SolverConfig.mir
 ``mirror`` reflects the input left-right before solving.
 
 Internally rotations are 3x3 matrices (one ``matmul`` composes a whole batch); the core is
-vectorised over bones and over a leading batch axis of frames or candidate poses, which the lifter
-and the benchmark use.
+vectorised over bones and over a leading batch axis of frames or candidate poses, which the
+benchmark uses. Per frame the cost is a fixed number of small numpy calls whatever the bone count:
+everything that depends only on the rig and the keypoint layout (index arrays, rest frames, hinge
+and limit constants) is built once per layout, every drive vector comes out of one matrix product
+of the keypoints, bones are composed level by level of the parent tree, and a single person reuses
+a cached schedule per pattern of observed bones (``avatarlink bench retarget`` times it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -49,7 +54,7 @@ M_NONE, M_OBS, M_SWING, M_HINGE, M_HOLD, M_CHAIN = 0, 1, 2, 3, 4, 5
 
 _EPS = 1e-9
 _EYE3 = np.eye(3)
-_LEVI_CIVITA = quat._LEVI_CIVITA
+_SKEW_MAP = quat._SKEW_MAP  # v @ _SKEW_MAP = [v]x flattened
 # A fit whose points are (nearly) collinear cannot give a rotation: the second singular value of
 # the point covariance must be at least this fraction of the first.
 _FIT_MIN_SPREAD = 1e-3
@@ -365,56 +370,137 @@ def build_plan(rig: Rig, layout: KeypointLayout) -> SolvePlan:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
 class CoreResult:
     """Output of :func:`solve_core` for N poses.
 
     Attributes:
         local: (N, B, 4) local rotations (xyzw, relative to rest, world axes), not yet clamped.
-        local_matrix: (N, B, 3, 3) the same as matrices.
+        local_matrix: (N, B, 3, 3) the same as matrices (assembled on first use).
         valid: (N, B) bool, observed this time (not held, not undriven).
         world: (N, B, 3, 3) world rotations of the bones the solve needed (undriven bones are
             identity here: they take their effective parent's).
     """
 
-    local: F64
-    local_matrix: F64
-    valid: B8
-    world: F64
+    __slots__ = ("_evaluated", "_local_matrix", "local", "valid", "world")
+
+    def __init__(
+        self, local: F64, valid: B8, world: F64, evaluated: I64, evaluated_matrix: F64
+    ) -> None:
+        self.local = local
+        self.valid = valid
+        self.world = world
+        self._evaluated = (evaluated, evaluated_matrix)
+        self._local_matrix: F64 | None = None
+
+    @property
+    def local_matrix(self) -> F64:
+        """(N, B, 3, 3) local rotation matrices (identity for bones the layout does not drive)."""
+        if self._local_matrix is None:
+            idx, mat = self._evaluated
+            out = np.broadcast_to(_EYE3, (*self.local.shape[:-1], 3, 3)).copy()
+            out[:, idx] = mat
+            self._local_matrix = out
+        return self._local_matrix
 
 
 @dataclass(frozen=True, eq=False)
 class _Step:
-    """Bones solved together at one level: rows ``ni``, bones ``bi``, parent world ``di``, and
-    the per-bone constants the step needs, gathered once when the schedule is built."""
+    """Bones solved together at one level, with every index and per-bone constant the step
+    needs gathered once when the schedule is built.
+
+    Index arrays address flattened arrays (so one ``take``/``put`` serves any number N of
+    poses): ``par``, ``drv``: rows of the world rotations (N * (B + 1), 3, 3) holding each
+    bone's parent and chain driver; ``obs``: rows of the drive vectors ``y`` (N * R, 3);
+    ``held``: rows of the held local rotations (N * B, 3, 3); ``put``: the world's elements
+    (9 per bone) that receive the result.
+
+    ``rest_skew`` (M, 3, 3) is ``[r]x`` of the rest direction r. ``hinge_pr`` (M, 3, 2) holds
+    the columns ``a x r`` and ``r`` (hinge axis a): ``o^T G hinge_pr`` gives the sine and
+    cosine parts of the hinge angle. ``hinge_kk`` (M, 2, 9) holds ``[a]x`` and ``[a]x^2``
+    flattened, ``hinge_ik2`` (M, 3, 3) is ``I + [a]x^2``.
+    """
 
     code: int
-    ni: I64
-    bi: I64
-    di: I64
+    par: I64
+    drv: I64
+    obs: I64
+    held: I64
+    put: I64
     rest_dir: F64
-    hinge_p: F64
-    hinge_k: F64
-    hinge_k2: F64
+    rest_skew: F64
+    hinge_pr: F64
+    hinge_kk: F64
+    hinge_ik2: F64
     lo: F64
     hi: F64
-    driver: I64
     weight: F64
 
 
 @dataclass(frozen=True, eq=False)
 class _Schedule:
-    """The order in which bones get their world rotation for one pattern of per-bone modes."""
+    """The order in which bones get their world rotation for one pattern of per-bone modes.
 
-    obs_n: I64
-    obs_b: I64
-    obs_f: I64
+    ``obs_take`` (rows of the TRIAD/fit rotations (N * F, 3, 3)) and ``obs_put`` (elements of
+    the world) place the observed bones; ``valid`` (N, B) says which bones are observed.
+    """
+
+    obs_take: I64
+    obs_put: I64
     levels: tuple[tuple[_Step, ...], ...]
     valid: B8
+    holds: bool  # some bone keeps its held rotation
+
+
+@dataclass(frozen=True, eq=False)
+class _Frames:
+    """Per batch size N: identity templates and the flat indices of the evaluated bones.
+
+    Attributes:
+        world: (N, B + 1, 3, 3) identity world rotations (index B: the frame above the root).
+        local: (N, B, 4) identity local rotations.
+        par_take, eval_take: rows of the flat world of each evaluated bone's parent and itself.
+        local_put: elements of the flat local rotations of the evaluated bones.
+    """
+
+    world: F64
+    local: F64
+    par_take: I64
+    eval_take: I64
+    local_put: I64
+
+
+def _elements(rows: npt.ArrayLike, size: int) -> I64:
+    """Flat element indices of ``rows`` of an array whose rows hold ``size`` elements."""
+    out: I64 = (np.asarray(rows, np.int64)[:, None] * size + np.arange(size)).reshape(-1)
+    return out
+
+
+# sin(theta + shift) gives (sin theta, -cos theta), or (sin theta, cos theta), in one call.
+_SIN_NEG_COS = np.array([0.0, -0.5 * np.pi])
+_SIN_COS = np.array([0.0, 0.5 * np.pi])
+# (M, 9) flattened matrices @ this = (M, 4): sin(angle) * axis from the antisymmetric part, and
+# half the trace (cos(angle) = half the trace - 1/2).
+_AXIS_TRACE = np.zeros((9, 4))
+for _i, (_a, _b) in enumerate(((7, 5), (2, 6), (3, 1))):
+    _AXIS_TRACE[_a, _i], _AXIS_TRACE[_b, _i] = 0.5, -0.5
+_AXIS_TRACE[[0, 4, 8], 3] = 0.5
 
 
 class _Core:
-    """Precomputed arrays for one plan, and the solve itself (see :func:`solve_core`)."""
+    """Precomputed arrays for one plan, and the solve itself (see :func:`solve_core`).
+
+    Every per-frame vector comes out of one product ``rows @ x`` of the keypoints (K, 3):
+
+    - rows ``[0, F)``: the drive direction of each fully observed bone (``full_idx``: bones with
+      a hinged child as twist reference first, then those with a vector reference);
+    - rows ``[F, 2F)``: their twist reference (the hinged child's drive, or the ``up`` vector);
+    - rows ``[2F, 2F + B)``: the drive direction of every bone (zero when undriven);
+    - then, with every keypoint present, three rows per fitted bone giving the cross-covariance
+      of its centred rest points with the observed ones (the weights are then constant).
+
+    Everything per (rig, layout) is gathered here once: index arrays, rest frames, hinge and
+    limit constants; single poses reuse a cached schedule per pattern of observed bones.
+    """
 
     def __init__(self, plan: SolvePlan) -> None:
         self.plan = plan
@@ -423,38 +509,77 @@ class _Core:
         self.b_count = b_count
         w = plan.point_weights
         m = plan.point_mask
-        self.dir_weights = np.concatenate([w[plan.dst] - w[plan.src], w[plan.udst] - w[plan.usrc]])
-        mask = np.concatenate([m[plan.dst] | m[plan.src], m[plan.udst] | m[plan.usrc]])
-        self.dir_mask_t = mask.T.astype(np.float64)
+        k_count = w.shape[1]
         self.driven = (kind != K_NONE) & (kind != K_MEMBER)
-        self.full_idx = np.nonzero((kind == K_FULL) | (kind == K_HREF))[0]
+        self.driven_idx = np.nonzero(self.driven)[0]
+        self.eval_idx = np.nonzero(kind != K_NONE)[0]
+        self.eval_par = plan.effpar[self.eval_idx]
+        # Fully observed bones, hinge-referenced first (their second frame axis is the plane
+        # normal itself; the others' is the reference made perpendicular).
+        href = np.nonzero(kind == K_HREF)[0]
+        self.full_idx = np.concatenate([href, np.nonzero(kind == K_FULL)[0]])
+        fi = self.full_idx
+        n_f = fi.size
+        self.n_href = href.size
+        self.href_child = plan.child[href]
         self.full_pos = np.zeros(b_count, np.int64)
-        self.full_pos[self.full_idx] = np.arange(self.full_idx.size)
-        self.full_child = plan.child[self.full_idx]
-        self.full_href = (kind == K_HREF)[self.full_idx]
-        self.full_rest_t = plan.rest_frame_t[self.full_idx]
-        self.is_driver = np.zeros(b_count, bool)
-        self.is_driver[plan.chain_driver[plan.chain_driver >= 0]] = True
-        self.hinge_p = quat.cross(plan.rig.limits.hinge_axis, plan.rest_dir)  # a x r
-        self.none = kind == K_NONE
-        self.member = kind == K_MEMBER
-        self.member_driver = np.where(self.member, plan.chain_driver, 0)
-        lim = plan.rig.limits
-        self.cone_idx = np.nonzero((lim.kind == LIMIT_CONE) & (kind != K_NONE))[0]
-        ci = self.cone_idx
-        tol = np.radians(_LIMIT_TOLERANCE_DEG)
-        self.cone_r = plan.rest_dir[ci]
-        self.cone_centre = lim.swing_centre[ci]
-        self.cone_cos_max = np.cos(np.minimum(np.radians(lim.swing_deg[ci]) + tol, np.pi))
-        self.cone_lo = np.radians(lim.twist_deg[ci, 0]) - tol
-        self.cone_hi = np.radians(lim.twist_deg[ci, 1]) + tol
+        self.full_pos[fi] = np.arange(n_f)
+        # The transposed rest frames; TRIAD below builds the second axis of a vector-referenced
+        # bone reversed (one operation less), so its rest row is reversed too.
+        self.full_rest_t = plan.rest_frame_t[fi].copy()
+        self.full_rest_t[self.n_href :, 1] *= -1.0
+        self.driven_rows = 5 * n_f + self.driven_idx  # their drive lengths in solve()'s z_len
+        self.full_put = _elements(self.full_idx, 9)  # the observed bones in a world (1, B + 1)
+        self.fit_put = _elements(self.full_pos[plan.fit_bones], 9)  # fitted ones in (1, F, 3, 3)
+        drive_w = w[plan.dst] - w[plan.src]
+        ref_w = w[plan.udst] - w[plan.usrc]
+        second = np.concatenate([drive_w[self.href_child], ref_w[fi[self.n_href :]]])
+        drive_m = m[plan.dst] | m[plan.src]
+        ref_m = m[plan.udst] | m[plan.usrc]
+        # (K, B + F): which keypoints each drive (B) and each twist reference (F) needs.
+        self.need_t = np.concatenate([drive_m, ref_m[fi]]).T.astype(np.float64)
         self.fit_bones = plan.fit_bones
         self.fit_full = self.full_pos[plan.fit_bones]
-        self.point_mask_t = plan.point_mask.T.astype(np.float64)
+        self.point_mask_t = m.T.astype(np.float64)
+        fit_rows = np.zeros((0, k_count))
+        if plan.fit_bones.size:
+            slot = plan.fit_slot.astype(np.float64)
+            mean = np.einsum("fm,fmi->fi", slot, plan.fit_rest) / slot.sum(axis=1)[:, None]
+            centred = slot[..., None] * (plan.fit_rest - mean[:, None])
+            fit_rows = np.einsum("fmi,fmk->fik", centred, w[plan.fit_points]).reshape(-1, k_count)
+        self.o_start = 2 * n_f
+        self.fit_start = 2 * n_f + b_count
+        self.rows = np.concatenate([drive_w[fi], second, drive_w, fit_rows])
+        used = m.any(axis=0)
+        self.all_used = bool(used.all())
+        self.used_idx = np.nonzero(used)[0]
+        self.rows_used = np.ascontiguousarray(self.rows[:, self.used_idx])
+        self.is_driver = np.zeros(b_count, bool)
+        self.is_driver[plan.chain_driver[plan.chain_driver >= 0]] = True
+        self.member = kind == K_MEMBER
+        self.member_driver = np.where(self.member, plan.chain_driver, 0)
+        hinge_p = quat.cross(plan.rig.limits.hinge_axis, plan.rest_dir)  # a x r
+        self.hinge_pr = np.stack([hinge_p, plan.rest_dir], axis=-1)
+        self.hinge_kk = np.stack([plan.hinge_k, plan.hinge_k2], axis=1).reshape(-1, 2, 9)
+        self.hinge_ik2 = _EYE3 + plan.hinge_k2
+        self.rest_skew = quat.skew(plan.rest_dir)
+        # Joint limits of the cone bones this layout evaluates, for the cheap check in clamp().
+        table = _limit_table(plan.rig)
+        lim = plan.rig.limits
+        self.cone_idx = np.nonzero((lim.kind == LIMIT_CONE) & (kind != K_NONE))[0]
+        self.cones = table.subset(table.cone_pos[self.cone_idx])
+        # The check allows round-off: within this tolerance a rotation counts as inside.
+        tol = np.radians(_LIMIT_TOLERANCE_DEG)
+        swing = np.radians(lim.swing_deg[self.cone_idx])
+        self.cone_cos_max = np.cos(np.minimum(swing + tol, np.pi))
+        self.cone_twist_tol = 0.5 * tol  # on half angles
+        self.cones_form_r4 = self.cones.form_r4
         self._cache: dict[bytes, _Schedule] = {}
-        self._templates: dict[int, F64] = {}
+        self._by_validity: dict[bytes, _Schedule] = {}
+        self._frames: dict[int, _Frames] = {}
+        self.n_rows = self.rows.shape[0]
         # Every driven bone observed: the common case, scheduled once.
-        self.all_ok_mode = self._mode_all_ok()
+        self.all_ok = self.schedule(self._mode_all_ok())
 
     def _mode_all_ok(self) -> npt.NDArray[np.int64]:
         kind = self.plan.kind
@@ -465,6 +590,23 @@ class _Core:
         mode[kind == K_MEMBER] = M_CHAIN
         return mode[None]
 
+    def frames(self, n: int) -> _Frames:
+        """Templates and indices for N poses (kept for small N)."""
+        out = self._frames.get(n)
+        if out is None:
+            b_count = self.b_count
+            rows = np.arange(n)[:, None] * (b_count + 1)
+            out = _Frames(
+                world=np.broadcast_to(_EYE3, (n, b_count + 1, 3, 3)).copy(),
+                local=quat.identity((n, b_count)),
+                par_take=(rows + self.eval_par).reshape(-1),
+                eval_take=(rows + self.eval_idx).reshape(-1),
+                local_put=_elements((np.arange(n)[:, None] * b_count + self.eval_idx).ravel(), 4),
+            )
+            if n <= 4:
+                self._frames[n] = out
+        return out
+
     def schedule(self, mode: npt.NDArray[np.int64]) -> _Schedule:
         """Levels of bones whose parent world rotation is known; cached for single poses."""
         key = mode.tobytes() if mode.shape[0] == 1 else b""
@@ -474,6 +616,7 @@ class _Core:
                 return hit
         plan = self.plan
         n, b_count = mode.shape
+        w_rows = b_count + 1  # world rows per pose
         obs_n, obs_b = np.nonzero(mode == M_OBS)
         known = np.ones((n, b_count + 1), bool)
         known[:, :b_count] = (mode == M_OBS) | (mode == M_NONE)
@@ -489,18 +632,35 @@ class _Core:
             for code in (M_SWING, M_HINGE, M_HOLD, M_CHAIN):
                 sel = mode[ni, bi] == code
                 if sel.any():
-                    b = bi[sel]
+                    b, nb = bi[sel], ni[sel]
                     steps.append(
                         _Step(
-                            code, ni[sel], b, dep[ni[sel], b], plan.rest_dir[b], self.hinge_p[b],
-                            plan.hinge_k[b], plan.hinge_k2[b], plan.hinge_lo[b], plan.hinge_hi[b],
-                            plan.chain_driver[b], plan.chain_weight[b],
+                            code,
+                            par=nb * w_rows + dep[nb, b],
+                            drv=nb * w_rows + np.maximum(plan.chain_driver[b], 0),
+                            obs=nb * self.n_rows + self.o_start + b,
+                            held=nb * b_count + b,
+                            put=_elements(nb * w_rows + b, 9),
+                            rest_dir=plan.rest_dir[b],
+                            rest_skew=self.rest_skew[b],
+                            hinge_pr=self.hinge_pr[b],
+                            hinge_kk=self.hinge_kk[b],
+                            hinge_ik2=self.hinge_ik2[b],
+                            lo=plan.hinge_lo[b],
+                            hi=plan.hinge_hi[b],
+                            weight=plan.chain_weight[b],
                         )
-                    )  # fmt: skip
+                    )
             levels.append(tuple(steps))
             known[ni, bi] = True
         valid = (mode == M_OBS) | (mode == M_SWING) | (mode == M_HINGE) | (mode == M_CHAIN)
-        out = _Schedule(obs_n, obs_b, self.full_pos[obs_b], tuple(levels), valid)
+        out = _Schedule(
+            obs_take=obs_n * self.full_idx.size + self.full_pos[obs_b],
+            obs_put=_elements(obs_n * w_rows + obs_b, 9),
+            levels=tuple(levels),
+            valid=valid,
+            holds=bool((mode == M_HOLD).any()),
+        )
         if key and len(self._cache) < 256:
             self._cache[key] = out
         return out
@@ -509,92 +669,152 @@ class _Core:
         self,
         x: F64,
         present: B8,
-        held: F64 | None,
+        held: F64 | Callable[[], F64] | None,
         min_ref_sin: float,
         clip_hinges: bool = True,
     ) -> CoreResult:
-        plan = self.plan
-        n, b_count = x.shape[0], self.b_count
-        x = np.where(present[..., None], x, 0.0)
-        # Drive directions o and vector twist references u of every bone: one matmul.
-        pts = plan.point_weights @ x if self.fit_bones.size else x
-        vec = self.dir_weights @ x
-        bad = (~present).astype(np.float64) @ self.dir_mask_t > 0.5
-        o, u_vec = vec[:, :b_count], vec[:, b_count:]
-        o_len = np.sqrt(np.einsum("nbi,nbi->nb", o, o))
-        valid = ~bad[:, :b_count] & self.driven & (o_len > _EPS)
-        # World rotations of fully observed bones: the frame of (drive, twist reference) times
-        # the transposed rest frame (TRIAD).
-        fi = self.full_idx
-        of, of_len = o[:, fi], o_len[:, fi]
-        child_len = o_len[:, self.full_child]
-        u = np.where(self.full_href[:, None], quat.cross(of, o[:, self.full_child]), u_vec[:, fi])
-        normal = quat.cross(of, u)
-        normal_len = np.sqrt(np.einsum("nbi,nbi->nb", normal, normal))
-        u_len = np.sqrt(np.einsum("nbi,nbi->nb", u, u))
-        e1 = of / np.maximum(of_len, _EPS)[..., None]
-        e3 = normal / np.maximum(normal_len, _EPS)[..., None]
-        g_full = np.stack([e1, quat.cross(e3, e1), e3], axis=-1) @ self.full_rest_t
+        """See :func:`solve_core`; ``held`` may also be a function giving the (N, B, 3, 3) held
+        matrices, called only when some bone holds."""
+        n, b_count, n_f, n_h = x.shape[0], self.b_count, self.full_idx.size, self.n_href
+        if self.all_used:
+            all_present = np.count_nonzero(present) == present.size
+        else:
+            all_present = np.count_nonzero(present.take(self.used_idx, axis=1)) == (
+                n * self.used_idx.size
+            )
+        bad: B8 | None = None
+        if all_present:
+            # Every keypoint a point needs is present: no masks, and the fits' weights are fixed.
+            y = self.rows @ x if self.all_used else self.rows_used @ x.take(self.used_idx, axis=1)
+        else:
+            x = np.where(present[..., None], x, 0.0)
+            y = self.rows @ x
+            bad = (~present).astype(np.float64) @ self.need_t > 0.5  # (N, B + F)
+        o = y[:, self.o_start : self.o_start + b_count]
+        # World rotations of fully observed bones (TRIAD): the frame (e1, e2, e3) of the drive
+        # o and its twist reference v, times the transposed rest frame. With S = [o]x,
+        # c1 = S v is the plane normal and x = S c1 = o x (o x v); a hinged child gives
+        # (e2, e3) = (c1, x), an up vector (-x, c1) (v made perpendicular to o; the sign is in
+        # the rest frame). Lengths of everything come from one product.
+        of, v = y[:, :n_f], y[:, n_f : 2 * n_f]
+        skew_o = (of @ _SKEW_MAP).reshape(n, n_f, 3, 3)
+        c1 = skew_o @ v[..., None]
+        xx = (skew_o @ c1)[..., 0]
+        c1 = c1[..., 0]
+        z = np.concatenate(
+            [of, c1[:, :n_h], xx[:, n_h:], xx[:, :n_h], c1[:, n_h:], v, c1, o], axis=1
+        )
+        z_len = np.sqrt((z[..., None, :] @ z[..., None])[..., 0, 0])
+        axes = z[:, : 3 * n_f] / np.maximum(z_len[:, : 3 * n_f], _EPS)[..., None]
+        g_full = axes.reshape(n, 3, n_f, 3).transpose(0, 2, 3, 1) @ self.full_rest_t
         # How well the twist reference is defined: the sine of its angle to the bone (for a
         # hinged child, the sine of the joint angle: a straight elbow gives no twist).
-        sin_ref = np.where(self.full_href, u_len / np.maximum(of_len * child_len, _EPS),
-                           normal_len / np.maximum(of_len * u_len, _EPS))  # fmt: skip
-        ref_ok = (sin_ref > min_ref_sin) & np.where(
-            self.full_href, valid[:, self.full_child], ~bad[:, b_count:][:, fi]
+        sin_ref = z_len[:, 4 * n_f : 5 * n_f] / np.maximum(
+            z_len[:, :n_f] * z_len[:, 3 * n_f : 4 * n_f], _EPS
         )
-        full_ok = valid[:, fi] & ref_ok
-        if self.fit_bones.size:
-            g_fit, fit_ok = self._fit(pts, present)
-            g_full[:, self.fit_full] = np.where(
-                fit_ok[..., None, None], g_fit, g_full[:, self.fit_full]
-            )
-            full_ok[:, self.fit_full] |= fit_ok
-            valid[:, self.fit_bones] |= fit_ok
-        if n == 1 and valid[0, self.driven].all() and full_ok.all():
-            sch = self.schedule(self.all_ok_mode)
+        o_len = z_len[:, 5 * n_f :]
+        sch: _Schedule | None = None
+        if (
+            bad is None
+            and n == 1
+            and np.count_nonzero(sin_ref > min_ref_sin) == n_f
+            and np.count_nonzero(z_len[0].take(self.driven_rows) > _EPS) == self.driven_rows.size
+        ):
+            # Every drive and twist reference usable: the common case, scheduled once.
+            sch = self.all_ok
         else:
-            sch = self.schedule(self._mode(valid, full_ok))
-        template = self._templates.get(n)
-        if template is None:
-            template = np.broadcast_to(np.eye(3), (n, b_count + 1, 3, 3)).copy()
-            if n <= 4:
-                self._templates[n] = template
-        world = template.copy()
-        world[sch.obs_n, sch.obs_b] = g_full[sch.obs_n, sch.obs_f]
+            valid = self.driven & (o_len > _EPS)
+            if bad is not None:
+                valid &= ~bad[:, :b_count]
+            full_ok = (sin_ref > min_ref_sin) & valid.take(self.full_idx, axis=1)
+            if n_h:
+                full_ok[:, :n_h] &= valid.take(self.href_child, axis=1)
+            if bad is not None:
+                full_ok[:, n_h:] &= ~bad[:, b_count + n_h :]
+        if self.fit_bones.size:
+            if bad is None:
+                g_fit, fit_ok = _kabsch(
+                    y[:, self.fit_start :].reshape(n, self.fit_bones.size, 3, 3)
+                )
+            else:
+                g_fit, fit_ok = self._fit(x, present)
+            ff = self.fit_full
+            if np.count_nonzero(fit_ok) == fit_ok.size:
+                if n == 1:
+                    g_full.put(self.fit_put, g_fit)
+                else:
+                    g_full[:, ff] = g_fit
+                if sch is None:
+                    full_ok[:, ff] = True
+                    valid[:, self.fit_bones] = True
+            else:
+                g_full[:, ff] = np.where(fit_ok[..., None, None], g_fit, g_full[:, ff])
+                if sch is None:
+                    full_ok[:, ff] |= fit_ok
+                    valid[:, self.fit_bones] |= fit_ok
+        frames = self.frames(n)
+        world = frames.world.copy()
+        if sch is None:
+            sch = self._schedule_for(valid, full_ok)
+        if sch is self.all_ok:
+            world.put(self.full_put, g_full)
+        else:
+            world.put(sch.obs_put, g_full.reshape(-1, 3, 3).take(sch.obs_take, axis=0))
+        if sch.holds and callable(held):
+            held = held()
+        flat_world = world.reshape(-1, 3, 3)
+        flat_y = y.reshape(-1, 3)
         for level in sch.levels:
             for step in level:
-                gp = world[step.ni, step.di]
-                if step.code == M_HOLD:
-                    loc = held[step.ni, step.bi] if held is not None else np.eye(3)
-                elif step.code == M_CHAIN:
-                    total = np.swapaxes(gp, -1, -2) @ world[step.ni, step.driver]
-                    loc = _matrix_power(total, step.weight)
-                else:
-                    d = np.einsum("mji,mj->mi", gp, o[step.ni, step.bi])
-                    if step.code == M_SWING:
-                        loc = quat.matrix_from_two_vectors(step.rest_dir, d)
-                    else:
-                        # Signed angle about the hinge axis a from r to d: atan2(d.(a x r), d.r).
-                        s = np.einsum("mi,mi->m", d, step.hinge_p)
-                        c = np.einsum("mi,mi->m", d, step.rest_dir)
-                        theta = np.arctan2(s, c)
-                        if clip_hinges:
-                            theta = np.clip(theta, step.lo, step.hi)
-                        loc = (
-                            _EYE3
-                            + np.sin(theta)[:, None, None] * step.hinge_k
-                            + (1.0 - np.cos(theta))[:, None, None] * step.hinge_k2
-                        )
-                world[step.ni, step.bi] = gp @ loc
-        local_m = np.swapaxes(world[:, plan.effpar], -1, -2) @ world[:, :b_count]
-        world = world[:, :b_count]
-        local_m[:, self.none] = np.eye(3)
-        return CoreResult(quat.from_matrix(local_m), local_m, sch.valid, world)
+                world.put(step.put, self._step(step, flat_world, flat_y, held, clip_hinges))
+        n_eval = self.eval_idx.size
+        # Local rotations of the evaluated bones: inverse(parent world) x world.
+        parent = flat_world.take(frames.par_take, axis=0).reshape(n, n_eval, 3, 3)
+        lm = parent.mT @ flat_world.take(frames.eval_take, axis=0).reshape(n, n_eval, 3, 3)
+        local = frames.local.copy()
+        local.put(frames.local_put, quat.from_matrix(lm))
+        return CoreResult(local, sch.valid, world[:, :b_count], self.eval_idx, lm)
 
-    def _fit(self, pts: F64, present: B8) -> tuple[F64, B8]:
-        """World rotations (N, F, 3, 3) of fitted bones: the least-squares rotation of their rest
-        points onto the observed ones (Kabsch), and whether each fit is usable (N, F)."""
+    @staticmethod
+    def _step(
+        step: _Step,
+        world: F64,
+        y: F64,
+        held: F64 | Callable[[], F64] | None,
+        clip: bool,
+    ) -> F64:
+        """World rotations (M, 3, 3) of one step's bones from their parents' (already known);
+        ``world`` and ``y`` are flattened (rows of 3x3 matrices and of 3-vectors)."""
+        gp = world.take(step.par, axis=0)
+        code = step.code
+        if code == M_HINGE:
+            # Signed angle about the hinge axis a from r to the drive d = G^T o:
+            # atan2(d.(a x r), d.r), both from one product o^T G [a x r, r].
+            sc = (y.take(step.obs, axis=0)[:, None, :] @ gp @ step.hinge_pr)[:, 0]
+            theta = np.arctan2(sc[:, 0], sc[:, 1])
+            if clip:
+                theta = np.minimum(np.maximum(theta, step.lo), step.hi)
+            # Rodrigues about a fixed axis: I + [a]x^2 + sin [a]x - cos [a]x^2.
+            trig = np.sin(theta[:, None] + _SIN_NEG_COS)
+            loc = step.hinge_ik2 + (trig[:, None, :] @ step.hinge_kk).reshape(-1, 3, 3)
+        elif code == M_CHAIN:
+            loc = _matrix_power(gp.mT @ world.take(step.drv, axis=0), step.weight)
+        elif code == M_SWING:
+            d = (y.take(step.obs, axis=0)[:, None, :] @ gp)[:, 0]
+            loc = _swing_matrix(step.rest_dir, step.rest_skew, d)
+        elif isinstance(held, np.ndarray):  # M_HOLD
+            loc = held.reshape(-1, 3, 3).take(step.held, axis=0)
+        else:
+            return gp
+        out: F64 = gp @ loc
+        return out
+
+    def _fit(self, x: F64, present: B8) -> tuple[F64, B8]:
+        """World rotations (N, F, 3, 3) of fitted bones when some keypoints are missing: the
+        least-squares rotation of their present rest points onto the observed ones (Kabsch),
+        and whether each fit is usable (N, F). ``x`` has zeros where missing."""
         plan = self.plan
+        pts = plan.point_weights @ x
         pts_bad = (~present).astype(np.float64) @ self.point_mask_t > 0.5
         w = (~pts_bad[:, plan.fit_points] & plan.fit_slot).astype(np.float64)  # (N, F, M)
         w_sum = w.sum(axis=-1)
@@ -606,36 +826,46 @@ class _Core:
             - np.einsum("nfi,nfj->nfij", w_rest.sum(axis=-2), np.einsum("nfm,nfmi->nfi", w, obs))
             / np.maximum(w_sum, 1.0)[..., None, None]
         )
-        u, sv, vt = np.linalg.svd(cov)
-        rot = np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)
-        # Never a reflection: when det(V U^T) < 0 flip the least significant axis, i.e.
-        # subtract twice its outer product v3 u3^T.
-        det = np.einsum("...i,...i->...", quat.cross(rot[..., 0], rot[..., 1]), rot[..., 2])
-        if np.any(det < 0.0):
-            fix = 2.0 * vt[..., 2, :, None] * u[..., :, 2][..., None, :]
-            rot = np.where((det < 0.0)[..., None, None], rot - fix, rot)
-        ok = (w_sum >= 3.0) & (sv[..., 1] > _FIT_MIN_SPREAD * sv[..., 0])
-        return rot, ok
+        rot, ok = _kabsch(cov)
+        return rot, ok & (w_sum >= 3.0)
 
-    def clamp(self, local: F64, local_m: F64) -> tuple[F64, F64]:
-        """Clamp (N, B) local rotations to the joint limits; returns (quaternions, matrices).
+    def clamp(self, local: F64) -> F64:
+        """Clamp (N, B, 4) local rotations (unit, ``w >= 0``) to the joint limits.
 
-        Checks cheaply whether any cone bone is outside its limits and only then runs
-        :func:`clamp_to_limits`. Hinge bones are built on their axis within range already.
+        Checks cheaply whether any cone bone is outside its limits (swing from a quadratic form
+        of the quaternion, twist from one arctangent) and clamps only the bones that are. Hinge
+        bones are built on their axis within range already.
         """
-        ci = self.cone_idx
-        qc = local[:, ci]
-        twist = 2.0 * np.arctan2(np.einsum("nbi,bi->nb", qc[..., :3], self.cone_r), qc[..., 3])
-        d = np.einsum("nbij,bj->nbi", local_m[:, ci], self.cone_r)
-        cos_a = np.einsum("nbi,bi->nb", d, self.cone_centre)
-        over = (cos_a < self.cone_cos_max) | (twist < self.cone_lo) | (twist > self.cone_hi)
-        if not over.any():
-            return local, local_m
-        cols = ci[over.any(axis=0)]
-        local, local_m = local.copy(), local_m.copy()
-        local[:, cols] = clamp_to_limits(self.plan.rig, local[:, cols], cols)
-        local_m[:, cols] = quat.to_matrix(local[:, cols])
-        return local, local_m
+        if not self.cone_idx.size:
+            return local
+        cones = self.cones
+        qc = local.take(self.cone_idx, axis=1)
+        # q^T [form | r4]: the swing's quadratic form half done, and the twist part q . r.
+        part = (qc[..., None, :] @ self.cones_form_r4)[..., 0, :]
+        cos_a = (part[..., None, :4] @ qc[..., None])[..., 0, 0]
+        half_twist = np.arctan2(part[..., 4], qc[..., 3])
+        # Half the twist correction that clipping to the exact range makes.
+        correction = np.minimum(np.maximum(half_twist, cones.lo_half), cones.hi_half)
+        correction -= half_twist
+        over = np.abs(correction) > self.cone_twist_tol
+        over |= cos_a < self.cone_cos_max
+        if not np.count_nonzero(over):
+            return local
+        out: F64 = local.copy()
+        out[:, self.cone_idx] = _clamp_cones(qc, cones, correction, cos_a, over.any(axis=0))
+        return out
+
+    def _schedule_for(self, valid: B8, full_ok: B8) -> _Schedule:
+        """The schedule for the modes that (valid, full_ok) give (cached for single poses)."""
+        if valid.shape[0] != 1:
+            return self.schedule(self._mode(valid, full_ok))
+        key = valid.tobytes() + full_ok.tobytes()
+        sch = self._by_validity.get(key)
+        if sch is None:
+            sch = self.schedule(self._mode(valid, full_ok))
+            if len(self._by_validity) < 256:
+                self._by_validity[key] = sch
+        return sch
 
     def _mode(self, valid: B8, full_ok: B8) -> npt.NDArray[np.int64]:
         """Per-pose, per-bone ``M_*`` modes when something is missing or degenerate."""
@@ -659,6 +889,22 @@ class _Core:
         return mode
 
 
+def _kabsch(cov: F64) -> tuple[F64, B8]:
+    """Rotations (..., 3, 3) best turning rest points onto observed ones from their centred
+    cross-covariance ``cov = sum (r - mean r) p^T`` (..., 3, 3), and whether the points are
+    spread enough to define one (not (nearly) collinear)."""
+    u, sv, vt = np.linalg.svd(cov)
+    rot = np.swapaxes(u @ vt, -1, -2)  # V U^T
+    # Never a reflection: when det(V U^T) < 0 flip the least significant axis, i.e. subtract
+    # twice its outer product v3 u3^T.
+    det = np.linalg.det(rot)
+    if np.count_nonzero(det < 0.0):
+        fix = 2.0 * vt[..., 2, :, None] * u[..., :, 2][..., None, :]
+        rot = np.where((det < 0.0)[..., None, None], rot - fix, rot)
+    ok: B8 = sv[..., 1] > _FIT_MIN_SPREAD * sv[..., 0]
+    return rot, ok
+
+
 def _matrix_power(m: F64, t: F64) -> F64:
     """Rotation matrices (M, 3, 3) raised to powers (M,): same axis, ``t`` times the angle.
 
@@ -666,12 +912,29 @@ def _matrix_power(m: F64, t: F64) -> F64:
     rotation, such as the spine's twist or the neck's share of the head, stay well below).
     """
     # The antisymmetric part gives sin(angle) * axis, the trace 1 + 2 cos(angle).
-    v = -0.5 * np.einsum("ijk,mjk->mi", _LEVI_CIVITA, m)
-    s = np.sqrt(np.einsum("mi,mi->m", v, v))
-    c = 0.5 * (np.trace(m, axis1=-2, axis2=-1) - 1.0)
-    angle = np.arctan2(s, c)
-    axis = v / np.maximum(s, 1e-15)[:, None]
-    return quat.matrix_from_axis_angle(axis, angle * t)
+    vc = m.reshape(-1, 9) @ _AXIS_TRACE
+    s = np.sqrt((vc[:, None, :3] @ vc[:, :3, None])[:, 0, 0])
+    # The quaternion of t times the angle about the same axis: (axis sin(t a / 2), cos(t a / 2)).
+    trig = np.sin((np.arctan2(s, vc[:, 3] - 0.5) * (0.5 * t))[:, None] + _SIN_COS)
+    q = vc * (trig[:, 0] / np.maximum(s, 1e-15))[:, None]
+    q[:, 3] = trig[:, 1]
+    return quat.to_matrix(q)
+
+
+def _swing_matrix(r: F64, r_skew: F64, d: F64) -> F64:
+    """Shortest-arc rotation matrices (M, 3, 3) from unit directions ``r`` (M, 3) (with their
+    cross-product matrices ``r_skew``) to directions ``d`` (M, 3) of any non-zero length.
+
+    With L = |d|, k = [r x d]x: R = I + k / L + k^2 / (L (L + r.d)) (Rodrigues with the
+    half-angle identity); nearly opposite directions go the careful way.
+    """
+    length = np.sqrt((d[:, None, :] @ d[:, :, None])[:, 0, 0])
+    rise = length + (r[:, None, :] @ d[:, :, None])[:, 0, 0]
+    if np.count_nonzero(rise > 1e-9 * length) != length.size:
+        return quat.matrix_from_two_vectors(r, d)
+    k = ((r_skew @ d[..., None])[..., 0] @ _SKEW_MAP).reshape(-1, 3, 3)
+    out: F64 = _EYE3 + k / length[:, None, None] + (k @ k) / (length * rise)[:, None, None]
+    return out
 
 
 def solve_core(
@@ -715,6 +978,138 @@ def plan_core(plan: SolvePlan) -> _Core:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class _LimitTable:
+    """Cone limits as arrays, one row per cone bone (built once per rig by :func:`_limit_table`).
+
+    Attributes:
+        cone_pos: (B,) each rig bone's row here (-1 when not a cone bone).
+        r: (C, 3) unit rest directions; r4: (C, 4) the same with a zero w, so that ``q . r4``
+            is the twist part of ``q``.
+        centre: (C, 3) unit cone axes; cos_max, sin_max: (C,) of the swing half-angle.
+        form: (C, 4, 4) symmetric quadratic forms with ``q^T form q = centre . (R(q) r)`` for
+            unit ``q``: the cosine of the bone direction's angle from the cone axis.
+        lo_half, hi_half: (C,) half the twist range, radians.
+        twist_map: (C, 4, 4) ``T`` with ``q * (s r, c) = c q + s T q``: a twist about r applied
+            to q as a matrix.
+        alt: (C, 3) the direction used when the bone points exactly away from the cone axis.
+    """
+
+    cone_pos: I64
+    r: F64
+    r4: F64
+    centre: F64
+    cos_max: F64
+    sin_max: F64
+    form: F64
+    lo_half: F64
+    hi_half: F64
+    twist_map: F64
+    alt: F64
+
+    @property
+    def form_r4(self) -> F64:
+        """(C, 4, 5): ``form`` and ``r4`` side by side (one product gives both parts)."""
+        out: F64 = np.concatenate([self.form, self.r4[:, :, None]], axis=2)
+        return out
+
+    def subset(self, rows: I64) -> _LimitTable:
+        """The table of some rows (``cone_pos`` is kept as it is)."""
+        return _LimitTable(
+            self.cone_pos,
+            *(getattr(self, f.name)[rows] for f in fields(self) if f.name != "cone_pos"),
+        )
+
+
+def _limit_table(rig: Rig) -> _LimitTable:
+    """The (cached) limit arrays of a rig."""
+    table: _LimitTable | None = rig.__dict__.get("_limit_table")
+    if table is not None:
+        return table
+    lim = rig.limits
+    cone = np.nonzero(lim.kind == LIMIT_CONE)[0]
+    cone_pos = np.full(rig.num_bones, -1, np.int64)
+    cone_pos[cone] = np.arange(cone.size)
+    r = rig.rest_directions[cone].astype(np.float64)
+    c = lim.swing_centre[cone].astype(np.float64)
+    # c . R(q) r = (w^2 - v.v)(c.r) + 2 (c.v)(v.r) + 2 w v.(r x c) for q = (v, w).
+    cr = quat.dot(c, r)
+    form = np.zeros((cone.size, 4, 4))
+    form[:, :3, :3] = (
+        c[:, :, None] * r[:, None, :] + r[:, :, None] * c[:, None, :] - cr[:, None, None] * _EYE3
+    )
+    form[:, :3, 3] = form[:, 3, :3] = quat.cross(r, c)
+    form[:, 3, 3] = cr
+    # q * (s r, c) = c q + s (w r + v x r, -v.r).
+    twist_map = np.zeros((cone.size, 4, 4))
+    twist_map[:, :3, :3] = -quat.skew(r)
+    twist_map[:, :3, 3] = r
+    twist_map[:, 3, :3] = -r
+    swing = np.radians(lim.swing_deg[cone])
+    table = _LimitTable(
+        cone_pos=cone_pos,
+        r=r,
+        r4=np.concatenate([r, np.zeros((cone.size, 1))], axis=1),
+        centre=c,
+        cos_max=np.cos(swing),
+        sin_max=np.sin(swing),
+        form=form,
+        lo_half=0.5 * np.radians(lim.twist_deg[cone, 0]),
+        hi_half=0.5 * np.radians(lim.twist_deg[cone, 1]),
+        twist_map=twist_map,
+        alt=quat.cross(quat.any_perpendicular(c), c),
+    )
+    object.__setattr__(rig, "_limit_table", table)
+    return table
+
+
+def _clamp_cones(
+    q: F64,
+    table: _LimitTable,
+    correction: F64 | None = None,
+    cos_a: F64 | None = None,
+    only: B8 | None = None,
+) -> F64:
+    """Clamp unit rotations (..., C, 4) with ``w >= 0`` of the C cone bones of ``table``.
+
+    The twist about the rest direction is clipped to its range (by a correcting twist, so a
+    rotation within its limits comes back unchanged); a bone direction outside its cone moves
+    onto the cone's rim towards where it points, with the clipped twist. ``correction`` (half
+    the twist clipping makes) and ``cos_a`` (the cosine of the swing from the cone's centre),
+    (..., C), are passed when the caller has them; ``only`` (C,) restricts the clamp to some
+    bones.
+    """
+    if correction is None:
+        half_twist = np.arctan2(np.einsum("...ci,ci->...c", q, table.r4), q[..., 3])
+        correction = np.minimum(np.maximum(half_twist, table.lo_half), table.hi_half)
+        correction -= half_twist
+    if only is not None:
+        correction = correction * only
+    trig = np.sin(correction[..., None] + _SIN_COS)  # sin, cos of half the correction
+    out = q * trig[..., 1:] + (table.twist_map @ q[..., None])[..., 0] * trig[..., :1]
+    if cos_a is None:
+        cos_a = (q[..., None, :] @ table.form @ q[..., None])[..., 0, 0]
+    over = cos_a < table.cos_max
+    if only is not None:
+        over &= only
+    if np.count_nonzero(over):
+        # The twist after clipping, to apply after the swing is moved onto the rim.
+        twist = 2.0 * (np.arctan2(np.einsum("...ci,ci->...c", q, table.r4), q[..., 3]) + correction)
+        r, centre = table.r, table.centre
+        d = quat.rotate(q, r)
+        perp = d - quat.dot(d, centre)[..., None] * centre
+        perp_len = quat.norm(perp)[..., None]
+        toward = np.where(perp_len > 1e-9, perp / np.maximum(perp_len, 1e-300), table.alt)
+        rim = table.cos_max[:, None] * centre + table.sin_max[:, None] * toward
+        swing = quat.from_two_vectors(r, rim)
+        clamped = quat.multiply(swing, quat.from_axis_angle(r, twist))
+        out = np.where(over[..., None], clamped, out)
+    if out.size and out[..., 3].min() < 0.0:
+        out = quat.canonical(out)
+    result: F64 = out
+    return result
+
+
 def clamp_to_limits(rig: Rig, local: npt.ArrayLike, bones: npt.ArrayLike | None = None) -> F64:
     """Clamp local rotations (..., B, 4) to the rig's joint limits.
 
@@ -727,30 +1122,11 @@ def clamp_to_limits(rig: Rig, local: npt.ArrayLike, bones: npt.ArrayLike | None 
     idx = np.arange(rig.num_bones) if bones is None else np.asarray(bones, np.int64)
     lim = rig.limits
     kind = lim.kind[idx]
-    r = rig.rest_directions[idx]
     out = q.copy()
     cone = kind == LIMIT_CONE
     if cone.any():
-        sub = idx[cone]
-        qc, rc = q[..., cone, :], r[cone]
-        tw = quat.twist_angle(qc, rc)
-        lo, hi = np.radians(lim.twist_deg[sub, 0]), np.radians(lim.twist_deg[sub, 1])
-        tw_c = np.clip(tw, lo, hi)
-        swing, _ = quat.swing_twist(qc, rc)
-        d = quat.rotate(swing, rc)
-        centre = lim.swing_centre[sub]
-        max_swing = np.radians(lim.swing_deg[sub])
-        cos_a = np.clip(quat.dot(d, centre), -1.0, 1.0)
-        over = np.arccos(cos_a) > max_swing
-        if np.any(over):
-            axis = quat.cross(centre, d)
-            axis = np.where(
-                quat.norm(axis)[..., None] > 1e-9, quat.unit(axis), quat.any_perpendicular(centre)
-            )
-            d_lim = quat.rotate(quat.from_axis_angle(axis, max_swing), centre)
-            d = np.where(over[..., None], d_lim, d)
-            swing = quat.from_two_vectors(rc, d)
-        out[..., cone, :] = quat.multiply(swing, quat.from_axis_angle(rc, tw_c))
+        table = _limit_table(rig)
+        out[..., cone, :] = _clamp_cones(q[..., cone, :], table.subset(table.cone_pos[idx[cone]]))
     hinge = kind == LIMIT_HINGE
     if hinge.any():
         sub = idx[hinge]
@@ -777,7 +1153,7 @@ def limit_violation_deg(rig: Rig, local: npt.ArrayLike) -> F64:
 @dataclass
 class _PersonState:
     held: F64  # (B, 4) last valid (clamped) local rotations
-    held_m: F64  # (B, 3, 3) the same as matrices
+    held_m: F64 | None  # (B, 3, 3) the same as matrices (made when first needed)
     last_valid_t: F64  # (B,) capture time of each bone's last valid rotation
     last_seen_t: float
     rested: B8  # (B,) held rotation has eased back to rest (nothing left to ease)
@@ -850,7 +1226,7 @@ class BoneSolver:
         plan, xyz, present = self.prepare(keypoints)
         core = plan_core(plan)
         res = core.solve(xyz, present, None, self._min_ref_sin)
-        local = core.clamp(res.local, res.local_matrix)[0] if self.config.clamp else res.local
+        local = core.clamp(res.local) if self.config.clamp else res.local
         return local, res.valid
 
     def solve(self, keypoints: Keypoints, t: float) -> list[BoneRotations]:
@@ -863,36 +1239,46 @@ class BoneSolver:
         core = plan_core(plan)
         out: list[BoneRotations] = []
         b_count = self.rig.num_bones
+        ids = keypoints.ids.tolist()
+        t = float(t)
         for p in range(keypoints.num_persons):
-            pid = int(keypoints.ids[p]) if keypoints.ids[p] >= 0 else -1 - p
+            pid = ids[p] if ids[p] >= 0 else -1 - p
             state = self._state.get(pid)
             if state is None:
                 state = _PersonState(
-                    quat.identity(b_count),
-                    np.broadcast_to(np.eye(3), (b_count, 3, 3)).copy(),
-                    np.full(b_count, -np.inf),
-                    t,
-                    np.ones(b_count, bool),
+                    held=quat.identity(b_count),
+                    held_m=None,
+                    last_valid_t=np.full(b_count, -np.inf),
+                    last_seen_t=t,
+                    rested=np.ones(b_count, bool),
                 )
                 self._state[pid] = state
-            res = core.solve(xyz[p : p + 1], present[p : p + 1], self._held(state, t)[None],
-                             self._min_ref_sin)  # fmt: skip
-            local, local_m = res.local, res.local_matrix
-            if self.config.clamp:
-                local, local_m = core.clamp(local, local_m)
-            valid = res.valid[0]
-            state.held[valid] = local[0, valid]
-            state.held_m[valid] = local_m[0, valid]
-            state.last_valid_t[valid] = t
-            state.rested[valid] = False
+            res = core.solve(
+                xyz[p : p + 1], present[p : p + 1], partial(self._held, state, t), self._min_ref_sin
+            )
+            local = core.clamp(res.local) if self.config.clamp else res.local
+            rot = local[0]
+            if res.valid is core.all_ok.valid:
+                # Every bone the layout evaluates is valid: the new rotations are the held ones
+                # (the others stay at rest).
+                state.held = rot
+                valid = core.all_ok.valid[0].copy()
+                state.last_valid_t.put(core.eval_idx, t)
+                state.rested.put(core.eval_idx, False)
+            else:
+                valid = res.valid[0].copy()
+                np.copyto(state.held, rot, where=valid[:, None])
+                np.copyto(state.last_valid_t, t, where=valid)
+                state.rested &= ~valid
+            state.held_m = None
             state.last_seen_t = t
             out.append(
                 BoneRotations(
                     bones=self.rig.bones,
-                    rot=local[0].astype(np.float32),
+                    rot=rot.astype(np.float32),
                     root_pos=self._root_position(plan, xyz[p], present[p]),
                     valid=valid,
-                    t=float(t),
+                    t=t,
                 )
             )
         if self._state and keypoints.num_persons < len(self._state):
@@ -902,11 +1288,13 @@ class BoneSolver:
         return out
 
     def _held(self, state: _PersonState, t: float) -> F64:
-        """Held rotation matrices (B, 3, 3), eased towards rest after ``hold_s``."""
+        """Held rotation matrices (1, B, 3, 3), eased towards rest after ``hold_s``."""
         cfg = self.config
+        if state.held_m is None:
+            state.held_m = quat.to_matrix(state.held)
         easing = ~state.rested & ((t - state.last_valid_t) > cfg.hold_s)
         if not easing.any():
-            return state.held_m
+            return state.held_m[None]
         elapsed = t - state.last_valid_t[easing] - cfg.hold_s
         frac = np.clip(elapsed / max(cfg.ease_s, 1e-6), 0.0, 1.0)
         out: F64 = state.held_m.copy()
@@ -916,7 +1304,7 @@ class BoneSolver:
             state.held[done] = (0.0, 0.0, 0.0, 1.0)
             state.held_m[done] = np.eye(3)
             state.rested[done] = True
-        return out
+        return out[None]
 
     def _root_position(self, plan: SolvePlan, xyz: F64, present: B8) -> npt.NDArray[np.float32]:
         """The Hips position: the rig's rest position, lowered when the performer crouches.

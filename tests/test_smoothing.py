@@ -101,6 +101,26 @@ def test_batch_equals_a_loop_of_scalar_filters(factory: Callable[[], SmoothingFi
     assert np.isfinite(got[-1]).all()
 
 
+def test_one_euro_with_never_measured_elements_equals_a_loop_of_scalar_filters() -> None:
+    # Image keypoints often lack a depth: a coordinate that is never measured must neither stop
+    # the others from being filtered nor change them (the batched filter updates in place
+    # whatever is measured), and elements masked out now and then hold.
+    rng = np.random.default_rng(3)
+    t, x = _random_track(rng, 100, (1, 6, 3))
+    x[:, :, :, 2] = np.nan  # never measured
+    mask = rng.random((100, 1, 6, 1)) > 0.2
+    scale = np.array([[[2.0]]])
+    batch = OneEuroFilter(0.7, 0.4, 1.5, speed_dims=2, deadband=0.1)
+    got = np.stack([batch(xi, ti, mi, scale) for xi, ti, mi in zip(x, t, mask, strict=True)])
+    assert np.isnan(got[..., 2]).all() and np.isfinite(got[-1, ..., :2]).all()
+    for k in range(6):
+        single = OneEuroFilter(0.7, 0.4, 1.5, speed_dims=2, deadband=0.1)
+        ref = np.stack(
+            [single(xi[0, k], ti, mi[0, k], 2.0) for xi, ti, mi in zip(x, t, mask, strict=True)]
+        )
+        np.testing.assert_allclose(got[:, 0, k], ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 def test_one_euro_keypoint_speed_equals_a_loop_over_points() -> None:
     rng = np.random.default_rng(1)
     t, x = _random_track(rng, 120, (3, 5, 3))
@@ -312,6 +332,28 @@ def test_quaternion_filter_is_a_slerp_low_pass() -> None:
             ref = slerp([alpha]).as_quat()[0]
             assert abs(np.dot(ref, got[b])) == pytest.approx(1.0, abs=1e-10)
         expected = got
+
+
+def test_quaternion_filter_batch_equals_one_filter_per_bone() -> None:
+    # As in a rig: some bones are never observed, others drop out now and then.
+    rng = np.random.default_rng(8)
+    q = _random_rotations(rng, 80, 6) * np.where(rng.random((80, 6, 1)) < 0.3, -1.0, 1.0)
+    mask = rng.random((80, 6)) > 0.15
+    mask[:, 4:] = False  # never valid
+    mask[:5, 2] = False  # first seen later
+    t = np.cumsum(rng.uniform(1 / 60, 1 / 20, 80))
+    batch = QuaternionOneEuroFilter(1.2, 0.4, 1.0)
+    got = np.stack([batch(qi, ti, mi) for qi, ti, mi in zip(q, t, mask, strict=True)])
+    for b in range(6):
+        single = QuaternionOneEuroFilter(1.2, 0.4, 1.0)
+        ref = np.stack(
+            [
+                single(qi[b : b + 1], ti, mi[b : b + 1])
+                for qi, ti, mi in zip(q, t, mask, strict=True)
+            ]
+        )
+        np.testing.assert_allclose(got[:, b : b + 1], ref, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got[:, 4:], q[:, 4:])  # never valid: passed through
 
 
 def test_quaternion_filter_holds_invalid_bones_and_adapts_to_speed() -> None:

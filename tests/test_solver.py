@@ -279,6 +279,49 @@ def test_persons_keep_separate_state(unity: Rig) -> None:
     assert np.degrees(quat.angle_between(held.rot[arm], b.rot[arm])) < 1e-3
 
 
+@pytest.mark.parametrize("name", ("unity_humanoid", "rigify"))
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: x.value)
+def test_streaming_one_pose_equals_the_batch(name: str, layout: KeypointLayout) -> None:
+    """One person per call (cached schedules) gives what a batch of poses gives, whatever is
+    degenerate or missing: noise that pushes bones past their limits, straight elbows and
+    knees (no twist reference), missing keypoints (a new person each frame: nothing held)."""
+    rig = load_rig(name)
+    rng = np.random.default_rng(21)
+    n = 120
+    truth = sample_pose(rig, layout, n, rng)
+    for b in np.nonzero(rig.limits.kind == LIMIT_HINGE)[0]:
+        truth[: n // 3, b] = (0.0, 0.0, 0.0, 1.0)  # straight limbs in the first third
+    noise = np.where(np.arange(n) < n // 3, 0.001, 0.03)[:, None, None]
+    world = _world(rig, layout, truth) + noise * rng.normal(size=(n, layout.num_keypoints, 3))
+    score = np.ones((n, layout.num_keypoints), np.float32)
+    score[n // 2 :][rng.random((n - n // 2, layout.num_keypoints)) < 0.1] = 0.0
+    batch, valid = BoneSolver(rig).solve_batch(_keypoints(world, layout, score))
+    solver = BoneSolver(rig)
+    for i in range(n):
+        kp = Keypoints(
+            world[i : i + 1].astype(np.float32), score[i : i + 1], layout, Space.WORLD,
+            ids=np.array([i]),
+        )  # fmt: skip
+        (out,) = solver.solve(kp, i * 0.01)
+        np.testing.assert_array_equal(out.valid, valid[i])
+        assert np.degrees(quat.angle_between(out.rot, batch[i])).max() < 1e-3
+    assert not valid[n // 2 :, build_plan(rig, layout).evaluated].all()  # some bones missing
+
+
+def test_solver_clamp_equals_clamp_to_limits(unity: Rig) -> None:
+    layout = KeypointLayout.BLAZEPOSE33
+    rng = np.random.default_rng(22)
+    truth = sample_pose(unity, layout, 200, rng)
+    world = _world(unity, layout, truth) + rng.normal(0.0, 0.05, (200, layout.num_keypoints, 3))
+    kp = _keypoints(world, layout)
+    free, _ = BoneSolver(unity, SolverConfig(clamp=False)).solve_batch(kp)
+    clamped, _ = BoneSolver(unity).solve_batch(kp)
+    assert np.degrees(quat.angle_between(free, clamped)).max() > 5.0  # the noise breaks limits
+    expected = clamp_to_limits(unity, free)
+    # Within the 1e-4 degree tolerance the solver allows before clamping.
+    assert np.degrees(quat.angle_between(clamped, expected)).max() < 1e-3
+
+
 def test_sampled_poses_stay_inside_the_limits(unity: Rig) -> None:
     rng = np.random.default_rng(19)
     for layout in LAYOUTS:
