@@ -19,7 +19,7 @@ A complete file (every key optional; ``avatarlink run --print-config`` shows the
     pipeline: {overlap: false, keepalive_hz: 10, ...}
     tracking: {crop: true, min_score: 0.2, hold: 0.1, ...}   # crop tracking (single-pose models)
     smoothing: {preset: balanced, ...}   # or just: smoothing: balanced
-    lift: {...}                     # avatarlink.lift.LiftConfig
+    lift: {fov_deg: 60, ...}        # avatarlink.lift.LiftConfig (the camera's horizontal FOV)
     solver: {...}                   # avatarlink.solver.SolverConfig
     preview: {...}                  # the preview page/window (see avatarlink.commands.observers)
     record: {...}                   # session recording

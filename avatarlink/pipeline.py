@@ -805,24 +805,44 @@ def _calibrated(config: AppConfig) -> tuple[Any, dict[str, float] | None]:
     return solver_config, lengths
 
 
+def lift_config(config: AppConfig) -> Any:
+    """The run's :class:`avatarlink.lift.LiftConfig`; with the synthetic performer as the source
+    and no ``lift.focal_px``, its camera's true focal length and principal point (otherwise the
+    lifter takes them from ``lift.fov_deg`` and each frame's size)."""
+    from avatarlink.capture import parse_source
+    from avatarlink.lift import LiftConfig
+
+    cfg = config.section("lift")
+    if not isinstance(cfg, LiftConfig):
+        cfg = LiftConfig()
+    if cfg.focal_px is None and parse_source(config.source)[0] == "synthetic":
+        syn = config.synthetic
+        focal = 0.5 * syn.height / math.tan(math.radians(syn.vertical_fov_deg) / 2.0)
+        centre = cfg.principal_point or (0.5 * syn.width, 0.5 * syn.height)
+        cfg = dataclasses.replace(cfg, focal_px=focal, principal_point=centre)
+    return cfg
+
+
 def _make_lifter(config: AppConfig, rig: Any, lengths: dict[str, float] | None) -> Lifter:
     """The 2D -> 3D lifter, as ``(keypoints, frame) -> world keypoints``; ``lengths``: segment
     lengths in metres from a calibration profile."""
-    from avatarlink.lift import LiftConfig
     from avatarlink.lift import Lifter as RigLifter
 
-    lift_config = config.section("lift")
-    if not isinstance(lift_config, LiftConfig):
-        lift_config = LiftConfig()
-    return LiftStage(RigLifter(rig, lift_config, lengths))
+    return LiftStage(RigLifter(rig, lift_config(config), lengths))
 
 
 class LiftStage:
-    """Adapts :class:`avatarlink.lift.Lifter` to the pipeline: ``(keypoints, frame) -> world``."""
+    """Adapts :class:`avatarlink.lift.Lifter` to the pipeline: ``(keypoints, frame) -> world``
+    (the frame's size gives the camera's focal length from ``lift.fov_deg``)."""
 
     def __init__(self, lifter: Any) -> None:
         self.lifter = lifter
+        self._size: tuple[int, int] | None = None
 
     def __call__(self, keypoints: Keypoints, frame: Frame) -> Keypoints | None:
-        out: Keypoints = self.lifter.lift(keypoints, frame.t)
+        shape = frame.image.shape
+        size = self._size
+        if size is None or size[0] != shape[1] or size[1] != shape[0]:
+            size = self._size = (int(shape[1]), int(shape[0]))
+        out: Keypoints = self.lifter.lift(keypoints, frame.t, size)
         return out

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "rig": args.rig,
         "send": [f"vmc://127.0.0.1:{receiver.port}"],
+        "source": args.source,  # the synthetic performer's camera gives the lifter its focal length
         "synthetic.width": args.width,
         "synthetic.height": args.height,
     }
@@ -269,12 +270,15 @@ class _TruthLifting:
     the pipeline reaches with a perfect pose model (compared in the same run)."""
 
     def __init__(self, config: Any, rig: Any) -> None:
-        from avatarlink.lift import LiftConfig, Lifter
+        import dataclasses
+
+        from avatarlink.lift import Lifter
+        from avatarlink.pipeline import lift_config
         from avatarlink.solver import BoneSolver, SolverConfig
 
-        lift = config.section("lift")
         solver = config.section("solver")
-        self.lifter = Lifter(rig, lift if isinstance(lift, LiftConfig) else LiftConfig())
+        # the ground truth's keypoints are the rig's joints, not COCO's annotated points
+        self.lifter = Lifter(rig, dataclasses.replace(lift_config(config), coco_offsets=False))
         self.solver = BoneSolver(
             rig, solver if isinstance(solver, SolverConfig) else SolverConfig()
         )

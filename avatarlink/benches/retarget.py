@@ -109,7 +109,11 @@ def evaluate(
     if kind == "3d_noise":
         world = world + rng.normal(0.0, noise_cm / 100.0 / np.sqrt(3.0), world.shape)
     solver = BoneSolver(rig, SolverConfig(mirror=False))
-    lifter = Lifter(rig, LiftConfig(focal_px=camera.focal_px)) if kind == "2d" else None
+    # exact keypoints on the rig's joints: no COCO annotation offsets, no allowance for noise
+    lift_cfg = LiftConfig(
+        focal_px=camera.focal_px, coco_offsets=False, depth_margin=0.0, straight_deg=0.0
+    )
+    lifter = Lifter(rig, lift_cfg) if kind == "2d" else None
     if kind == "2d":
         image = np.concatenate([camera.project(world), np.zeros((poses, k, 1))], axis=-1)
         frames = [
