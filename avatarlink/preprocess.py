@@ -10,6 +10,7 @@ A letterbox (optionally of a crop) is the axis-aligned similarity
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -127,22 +128,24 @@ def letterbox_image(
     # Warp from the integer-aligned window the input sees, so that a crop's sampling depends only
     # on the crop and not on where it sits in the frame (OpenCV quantises sampling positions to
     # 1/32 px relative to the source origin).
-    corners = lb.to_source(np.array([[0, 0], [width, height]], np.float32))
-    x0 = int(np.clip(np.floor(corners[0, 0]) - 1, 0, w))
-    y0 = int(np.clip(np.floor(corners[0, 1]) - 1, 0, h))
-    x1 = int(np.clip(np.ceil(corners[1, 0]) + 1, x0, w))
-    y1 = int(np.clip(np.ceil(corners[1, 1]) + 1, y0, h))
+    corners = lb.to_source(np.array([[0, 0], [width, height]], np.float32)).tolist()
+    x0 = min(max(math.floor(corners[0][0]) - 1, 0), w)
+    y0 = min(max(math.floor(corners[0][1]) - 1, 0), h)
+    x1 = min(max(math.ceil(corners[1][0]) + 1, x0), w)
+    y1 = min(max(math.ceil(corners[1][1]) + 1, y0), h)
     window = image[y0:y1, x0:x1] if (x1 > x0 and y1 > y0) else image[:1, :1] * 0
     shifted = Letterbox(
         lb.scale, lb.offset_x + x0 * lb.scale, lb.offset_y + y0 * lb.scale, width, height
     )
+    # OpenCV's bilinear remap has a vectorised path for 4 channels but not for 3: warping BGRA
+    # and dropping alpha gives the same pixels in about half the time.
     out = cv2.warpAffine(
-        window,
+        cv2.cvtColor(window, cv2.COLOR_BGR2BGRA),
         shifted.matrix(),
         (width, height),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        borderValue=(0, 0, 0, 0),
     )
-    rgb: ImageArray = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    rgb: ImageArray = cv2.cvtColor(out, cv2.COLOR_BGRA2RGB)
     return rgb, lb

@@ -13,6 +13,7 @@ Identity tracking matches detections to tracks by box IoU with a constant-veloci
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ FloatArray = npt.NDArray[np.float32]
 
 _TORSO = np.array([Coco17.LEFT_SHOULDER, Coco17.RIGHT_SHOULDER, Coco17.LEFT_HIP, Coco17.RIGHT_HIP])
 _HIPS = np.array([Coco17.LEFT_HIP, Coco17.RIGHT_HIP])
+_TORSO_MASK = np.zeros(17, bool)
+_TORSO_MASK[_TORSO] = True
 
 
 @dataclass(frozen=True)
@@ -121,31 +124,33 @@ class CropTracker:
         else:
             centre = xy[confident].mean(axis=0)
         dist = np.abs(xy - centre).max(axis=1)  # Chebyshev distance: the square must hold them
-        torso = confident.copy()
-        torso[np.setdiff1d(np.arange(len(torso)), _TORSO)] = False
+        torso = confident & _TORSO_MASK
         torso_range = float(dist[torso].max()) if torso.any() else 0.0
         body_range = float(dist[confident].max())
         half = max(torso_range * cfg.torso_expansion, body_range * cfg.body_expansion)
         half = max(half, cfg.min_size_px / 2.0)
         half = min(half, max(width, height) / 2.0)  # never larger than the frame's long side
-        if not (np.isfinite(half) and np.isfinite(centre).all()):
+        cx, cy = float(centre[0]), float(centre[1])
+        if not (math.isfinite(half) and math.isfinite(cx) and math.isfinite(cy)):
             self._lose("crop became NaN")
             return None
         side = 2.0 * half
         prev = self.region
         if prev is not None and cfg.hold > 0:
-            shift = np.abs(centre - [prev.x + prev.w / 2, prev.y + prev.h / 2]).max()
+            shift = max(abs(cx - (prev.x + prev.w / 2)), abs(cy - (prev.y + prev.h / 2)))
             grow = side / prev.w - 1.0
             pts = xy[confident]
+            lo = pts.min(axis=0)
+            hi = pts.max(axis=0)
             inside = bool(
-                (pts[:, 0] > prev.x).all()
-                and (pts[:, 0] < prev.x + prev.w).all()
-                and (pts[:, 1] > prev.y).all()
-                and (pts[:, 1] < prev.y + prev.h).all()
+                lo[0] > prev.x
+                and hi[0] < prev.x + prev.w
+                and lo[1] > prev.y
+                and hi[1] < prev.y + prev.h
             )
             if inside and shift < cfg.hold * prev.w and -2 * cfg.hold < grow < cfg.hold:
                 return prev
-        return Box(float(centre[0] - half), float(centre[1] - half), side, side)
+        return Box(cx - half, cy - half, side, side)
 
     def _lose(self, reason: str | None) -> None:
         if self.region is not None:
