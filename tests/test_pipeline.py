@@ -312,10 +312,14 @@ def test_source_loss_keeps_outputs_alive_and_recovers() -> None:
     try:
         with Pipeline(capture, stages, PipelineOptions(keepalive_hz=20.0)) as pipeline:
 
+            stop = threading.Event()
+
             def tick(result: FrameResult | None) -> None:
                 states.append(pipeline.status_fields().state)
+                if "lost" in states and states[-5:] == ["ok"] * 5:
+                    stop.set()  # recovered and streaming again
 
-            pipeline.run(seconds=1.5, on_tick=tick)
+            pipeline.run(stop, seconds=6.0, on_tick=tick)
             stats = pipeline.stats()
     finally:
         receiver.close()
