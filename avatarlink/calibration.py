@@ -184,10 +184,22 @@ class Calibrator:
 
     Feed :meth:`add` with the estimator's keypoints, image or world (the most confident person of
     each frame is used); frames may mix, the world ones decide scale and facing.
+
+    ``lift`` is the config of the lifter that will use the profile (default ``LiftConfig()``):
+    the profile's lengths are between the points its layout marks (COCO-17's annotated hips,
+    ``coco_offsets``), as the lifter measures them; ``LiftConfig(coco_offsets=False)`` for
+    keypoints on the rig's joint centres.
     """
 
-    def __init__(self, rig: Rig, config: CalibrationConfig | None = None, source: str = "") -> None:
+    def __init__(
+        self,
+        rig: Rig,
+        config: CalibrationConfig | None = None,
+        source: str = "",
+        lift: LiftConfig | None = None,
+    ) -> None:
         self.rig = rig
+        self.lift = lift if lift is not None else LiftConfig()
         self.config = config or CalibrationConfig()
         self.source = source
         self.frames = 0
@@ -305,7 +317,7 @@ class Calibrator:
                 "allowed); stand still for the whole recording"
             )
         layout = self.layout or self.rig.layouts[0]
-        rig_lengths = segment_lengths(self.rig, layout)
+        rig_lengths = segment_lengths(self.rig, layout, self.lift)
         ratios = {k: v / med["torso"] for k, v in med.items()}
         if use_world:
             metres_per_unit, scale = 1.0, "world"
@@ -366,10 +378,15 @@ class Calibrator:
 
 
 def calibrate(
-    frames: Iterable[Keypoints], rig: Rig, config: CalibrationConfig | None = None, source: str = ""
+    frames: Iterable[Keypoints],
+    rig: Rig,
+    config: CalibrationConfig | None = None,
+    source: str = "",
+    lift: LiftConfig | None = None,
 ) -> CalibrationProfile:
-    """Run a :class:`Calibrator` over keypoint frames and return the profile."""
-    cal = Calibrator(rig, config, source)
+    """Run a :class:`Calibrator` over keypoint frames and return the profile (``lift``: the
+    config of the lifter that will use it, see :class:`Calibrator`)."""
+    cal = Calibrator(rig, config, source, lift)
     for kp in frames:
         cal.add(kp)
     return cal.result()

@@ -33,7 +33,10 @@ minimises its cost plus the best cost of every limb wins; each limb keeps its be
 that torso. Everything is one fixed sequence of numpy operations over patterns x limbs; nothing
 loops over bones per frame. BlazePose feet (ankle -> toe, ankle -> heel) are decided after the
 legs, by the toe's swing from the shin and the rigid foot's shape. Limbs bent less than
-``straight_deg`` come out straight (their bend plane is keypoint noise).
+``straight_deg`` come out straight (their bend plane is keypoint noise). A leg whose thigh and
+shin are in line in the image gets a larger noise allowance (``in_line_margin``, fading out by
+``in_line_full_deg`` of tilt): a model reading a straight leg's thigh a little short must not bend
+the knee towards the camera.
 
 Rigid groups with four or more non-coplanar points (the face; a BlazePose hand) are lifted by a
 weak-perspective affine fit: the normal of the fitted image plane gives each point's depth. World
@@ -181,6 +184,17 @@ class LiftConfig:
             full length is in the image plane. 0 keeps the rig's (or the calibrated) lengths.
         length_floor: the shortest a segment's assumed length may become, as a fraction of the
             rig's (or the calibrated) length.
+        in_line_deg: a leg whose thigh and shin projections are within this angle (degrees) of
+            one line counts as in line (for ``in_line_margin``).
+        in_line_margin: the noise allowance ``m`` (as ``depth_margin``) of the thigh and shin
+            of a leg in line in the image, which is most often straight: a pose model reading a
+            straight thigh 10-15 % short (MoveNet's hips when its crop changes) would otherwise
+            bend the knee towards the camera for as long as ``length_adapt_s`` takes to follow.
+            0 (or no more than ``depth_margin``) turns it off; 0 for exact keypoints. Arms keep
+            ``depth_margin`` (there it costs more than it gains).
+        in_line_full_deg: the tilt (degrees, at the segment's full length) from which an in-line
+            segment loses nothing to ``in_line_margin``: in between its depth ramps up, so a thigh
+            really raised towards the camera (a squat, a step) keeps most of its depth.
         straight_deg: a limb bent less than this (degrees) comes out straight: the bend plane
             of a nearly straight limb is keypoint noise, and the bone solver would twist the
             upper bone by it.
@@ -202,6 +216,9 @@ class LiftConfig:
     depth_margin: float = 0.3
     length_adapt_s: float = 2.0
     length_floor: float = 0.85
+    in_line_deg: float = 5.0
+    in_line_margin: float = 0.5
+    in_line_full_deg: float = 40.0
     straight_deg: float = 15.0
     person_timeout_s: float = 2.0
 
@@ -228,6 +245,14 @@ def lift_config_from_mapping(
         raise ConfigError(
             f"{prefix}.depth_margin must be < 1 (a fraction of the segment length), got "
             f"{cfg.depth_margin:g}{where('depth_margin')}"
+        )
+    if cfg.in_line_margin > 0.0 and cfg.in_line_margin >= math.sin(
+        math.radians(cfg.in_line_full_deg)
+    ):
+        raise ConfigError(
+            f"{prefix}.in_line_margin must be < sin(in_line_full_deg) "
+            f"({math.sin(math.radians(cfg.in_line_full_deg)):.3g}), got "
+            f"{cfg.in_line_margin:g}{where('in_line_margin')}"
         )
     if not 0.0 < cfg.length_floor <= 1.0:
         raise ConfigError(
@@ -566,6 +591,10 @@ class _LayoutLift:
         self.margin2 = config.depth_margin**2
         self.adapt = config.length_adapt_s > 0
         self.floor2 = min(config.length_floor, 1.0) ** 2
+        self.cos2_line = math.cos(math.radians(config.in_line_deg)) ** 2
+        self.line_margin2 = config.in_line_margin**2
+        full = math.sin(math.radians(config.in_line_full_deg)) ** 2
+        self.line_slope = full / max(full - self.line_margin2, 1e-9)
         self.len3 = tuple(self.seg_len[:3].tolist())
         # Segments that are not lifted: the torso upright, the lines level, limbs zero (keeps
         # the torso frames defined when, say, the hips are out of view).
@@ -597,6 +626,7 @@ class _LayoutLift:
         limb_bits = (np.arange(4)[:, None] >> np.arange(2)[None, :]) & 1  # (4, 2)
         limb_upper = np.array([3, 5, 7, 9])
         self.limb_upper = limb_upper
+        self.leg_upper = limb_upper[2:]  # the thighs
         self.lu_idx = np.repeat(limb_upper[:, None], 4, axis=1)  # (4 limbs, 4 patterns)
         self.ll_idx = self.lu_idx + 1
         self.lu_bit = np.tile(limb_bits[:, 0], (4, 1))
@@ -1051,6 +1081,18 @@ class _LayoutLift:
             fit[:3] = 1.0  # the torso's lines keep theirs (they set the scale; turns last)
         track.fit = fit
         deficit = np.maximum(self.seg_len2 * (fit - self.margin2) - ll, 0.0)
+        if self.line_margin2 > self.margin2:
+            # Legs in line in the image: the deficit (a fraction x of L^2 beyond the seen
+            # length) is 0 up to the in-line margin, then ramps up to meet the plain one at
+            # in_line_full_deg of tilt.
+            legs = self.leg_upper
+            up, lo = vec[legs], vec[legs + 1]
+            dot = _dot(up, lo)
+            in_line = (dot * dot > self.cos2_line * _dot(up, up) * _dot(lo, lo)) & (dot > 0.0)
+            seg = np.concatenate([legs[in_line], legs[in_line] + 1])
+            x = fit[seg] - ll[seg] * self.inv_len2[seg]
+            ramp = np.maximum((x - self.line_margin2) * self.line_slope, 0.0) * self.seg_len2[seg]
+            deficit[seg] = np.minimum(deficit[seg], ramp)
         cand = np.empty((len(ll), 2, 3))
         if ray is None:
             half = np.sqrt(deficit)

@@ -20,12 +20,14 @@ from avatarlink.calibration import (
     save_profile,
 )
 from avatarlink.errors import ConfigError
-from avatarlink.lift import Lifter, segment_lengths
+from avatarlink.lift import LiftConfig, Lifter, segment_lengths
 from avatarlink.rig import Rig, forward_kinematics, keypoints_from_pose, load_rig
 from avatarlink.skeletons import KeypointLayout
 from avatarlink.types import Frame, Keypoints, Space
 
 LAYOUT = KeypointLayout.COCO17
+# the synthetic keypoints are the rig's joint centres, not COCO's annotated points
+JOINTS = LiftConfig(coco_offsets=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def _frames(world: np.ndarray, n: int = 30, noise_px: float = 0.5, image: bool =
 
 
 def test_t_pose_measures_the_performers_proportions(rig: Rig) -> None:
-    profile = calibrate(_frames(_performer(rig, arm_scale=1.1)), rig)
+    profile = calibrate(_frames(_performer(rig, arm_scale=1.1)), rig, lift=JOINTS)
     base = segment_lengths(rig, LAYOUT)
     assert profile.pose == "t" and profile.frames_used == 30 and profile.scale == "rig"
     expected = 1.1 * base["left_upper_arm"] / base["torso"]
@@ -83,9 +85,23 @@ def test_t_pose_measures_the_performers_proportions(rig: Rig) -> None:
     assert profile.facing_yaw_deg == 0.0 and abs(profile.camera_roll_deg) < 1.0
 
 
+def test_lengths_follow_the_lifters_keypoint_convention(rig: Rig) -> None:
+    """With COCO's annotation offsets (the lifter's default) the profile's lengths are between
+    the annotated points, as the lifter measures them: at the rig's scale the torso is the
+    lifter's annotated torso, not the joints' (COCO marks the hips well above the joints)."""
+    frames = _frames(_performer(rig))
+    annotated = segment_lengths(rig, LAYOUT, LiftConfig())
+    joints = segment_lengths(rig, LAYOUT)
+    assert annotated["torso"] < 0.95 * joints["torso"]
+    for lift, expected in ((LiftConfig(), annotated), (JOINTS, joints)):
+        profile = calibrate(frames, rig, lift=lift)
+        assert profile.segment_lengths_m["torso"] == pytest.approx(expected["torso"], rel=1e-3)
+        assert profile.segment_lengths_m["neck"] == pytest.approx(expected["neck"], rel=1e-3)
+
+
 def test_height_gives_metres(rig: Rig) -> None:
     cfg = CalibrationConfig(height_m=1.74 * 1.1)
-    profile = calibrate(_frames(_performer(rig, size=1.1)), rig, cfg)
+    profile = calibrate(_frames(_performer(rig, size=1.1)), rig, cfg, lift=JOINTS)
     base = segment_lengths(rig, LAYOUT)
     assert profile.scale == "height"
     for key in ("torso", "left_upper_arm", "left_shin", "shoulders"):
@@ -214,7 +230,7 @@ def test_calibrate_command(rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyP
     profile = load_profile(out)
     assert profile.frames_total == 31  # 3 s at 10 fps, both ends included
     base = segment_lengths(rig, LAYOUT)
-    assert profile.segment_lengths_m["left_upper_arm"] == pytest.approx(
-        1.1 * base["left_upper_arm"], rel=0.02
+    assert profile.ratios["upper_arm"] == pytest.approx(
+        1.1 * base["left_upper_arm"] / base["torso"], rel=0.02
     )
     assert "wrote" in capsys.readouterr().out

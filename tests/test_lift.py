@@ -29,7 +29,7 @@ from avatarlink.types import Frame, Keypoints, Space
 LAYOUTS = (KeypointLayout.COCO17, KeypointLayout.BLAZEPOSE33)
 # The synthetic keypoints below sit exactly on the rig's joints: not where COCO annotators mark
 # them, and without a pose model's noise to allow for.
-JOINTS = LiftConfig(coco_offsets=False, depth_margin=0.0)
+JOINTS = LiftConfig(coco_offsets=False, depth_margin=0.0, in_line_margin=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -327,10 +327,35 @@ def test_segment_lengths_adapt_to_the_performer(rig: Rig) -> None:
     kp = _image(VirtualCamera().project(world), layout)
     knee, ankle = layout.index("left_knee"), layout.index("left_ankle")
     for adapt, flat in ((LiftConfig().length_adapt_s, True), (0.0, False)):
-        lifter = Lifter(rig, LiftConfig(coco_offsets=False, length_adapt_s=adapt))
+        # (without the in-line allowance, which alone would keep these straight legs straight)
+        config = LiftConfig(coco_offsets=False, length_adapt_s=adapt, in_line_margin=0.0)
+        lifter = Lifter(rig, config)
         for i in range(150):  # 5 s at 30 fps
             out = lifter.lift(kp, t=i / 30.0).xyz[0]
         assert bool(abs(out[ankle, 2] - out[knee, 2]) < 0.01) is flat, adapt
+
+
+def test_a_leg_in_line_needs_more_than_a_short_thigh_to_bend(rig: Rig) -> None:
+    """A straight leg whose thigh is seen 12 % short (a model's knee keypoint a little high)
+    stays straight from the first frame with the in-line allowance, and bends towards the camera
+    without it; a leg really raised 50 degrees towards the camera (in line in the image too)
+    keeps most of its thigh's depth."""
+    layout = KeypointLayout.COCO17
+    hip, knee, ankle = (layout.index(f"left_{j}") for j in ("hip", "knee", "ankle"))
+    world = _pose(rig, layout, ARMS_DOWN)
+    up = 0.12 * (world[hip] - world[knee])
+    world[knee] += up
+    world[ankle] += up
+    kp = _image(VirtualCamera().project(world), layout)
+    raised = _pose(rig, layout, {**ARMS_DOWN, "LeftUpperLeg": ("x", -50.0)})
+    raised_kp = _image(VirtualCamera().project(raised), layout)
+    true_dz = raised[knee, 2] - raised[hip, 2]
+    for margin, straight in ((LiftConfig().in_line_margin, True), (0.0, False)):
+        config = LiftConfig(coco_offsets=False, focal_px=600.0, in_line_margin=margin)
+        out = Lifter(rig, config).lift(kp, t=0.0).xyz[0]
+        assert bool(abs(out[knee, 2] - out[hip, 2]) < 0.01) is straight, margin
+        out = Lifter(rig, config).lift(raised_kp, t=0.0).xyz[0]
+        assert abs(out[knee, 2] - out[hip, 2]) > 0.8 * true_dz > 0.1, (margin, true_dz)
 
 
 def test_rigid_fits_are_prepared_once_per_visibility(

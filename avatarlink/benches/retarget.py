@@ -111,7 +111,11 @@ def evaluate(
     solver = BoneSolver(rig, SolverConfig(mirror=False))
     # exact keypoints on the rig's joints: no COCO annotation offsets, no allowance for noise
     lift_cfg = LiftConfig(
-        focal_px=camera.focal_px, coco_offsets=False, depth_margin=0.0, straight_deg=0.0
+        focal_px=camera.focal_px,
+        coco_offsets=False,
+        depth_margin=0.0,
+        in_line_margin=0.0,
+        straight_deg=0.0,
     )
     lifter = Lifter(rig, lift_cfg) if kind == "2d" else None
     if kind == "2d":
