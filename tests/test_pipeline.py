@@ -311,7 +311,6 @@ def test_source_loss_keeps_outputs_alive_and_recovers() -> None:
     states: list[str] = []
     try:
         with Pipeline(capture, stages, PipelineOptions(keepalive_hz=20.0)) as pipeline:
-
             stop = threading.Event()
 
             def tick(result: FrameResult | None) -> None:
