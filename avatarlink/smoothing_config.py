@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from avatarlink.errors import ConfigError, yaml_problem
+from avatarlink.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -399,41 +399,16 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _line_map(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
-    """Dotted key -> 1-based line for every key of a composed YAML mapping node."""
-    if not isinstance(node, yaml.MappingNode):
-        return
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            continue
-        dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-        out[dotted] = key_node.start_mark.line + 1
-        _line_map(value_node, dotted, out)
-
-
 def load(path: str | Path, section: str = "smoothing") -> SmoothingConfig:
     """Read the ``smoothing`` section of a YAML file (absent section: the default preset).
 
     Raises:
         ConfigError: unreadable file, malformed YAML, or an invalid key (with its line).
     """
+    from avatarlink.config import read_yaml  # the one YAML reader (keeps line numbers)
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
-    lines: dict[str, int] = {}
-    if root is not None:
-        _line_map(root, "", lines)
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    data, lines = read_yaml(path)
     return from_mapping(data.get(section), str(path), lines, prefix=section)
 
 

@@ -46,21 +46,12 @@ import numpy as np
 import numpy.typing as npt
 
 from avatarlink import quat
+from avatarlink.pipeline import STAGES
 from avatarlink.types import FrameResult
 
 F64 = npt.NDArray[np.float64]
 
-STAGE_KEYS: tuple[str, ...] = (
-    "capture",
-    "preprocess",
-    "inference",
-    "decode",
-    "smoothing",
-    "lifting",
-    "solve",
-    "send",
-    "total",
-)
+STAGE_KEYS: tuple[str, ...] = (*STAGES, "total")
 BONE_GROUPS: dict[str, tuple[str, ...]] = {
     "torso": ("Hips", "Spine", "Chest", "UpperChest", "Neck", "Head"),
     "arms": ("Shoulder", "UpperArm", "LowerArm", "Hand"),
