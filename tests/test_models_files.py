@@ -110,3 +110,53 @@ def test_weight_storage_matches_manifest(entry: dict[str, Any]) -> None:
             (to,) = [a.i for a in node.attribute if a.name == "to"]
             assert to == onnx.TensorProto.FLOAT
     assert weights["bit_identical_to_fp32"] is True
+
+
+def _float32_twin(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network with every float16 initializer + Cast replaced by a float32 initializer."""
+    from onnx import numpy_helper
+
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    graph = twin.graph
+    half = {i.name: i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    keep_nodes = []
+    new_inits = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.input[0] in half:
+            values = numpy_helper.to_array(half[node.input[0]]).astype(np.float32)
+            new_inits.append(numpy_helper.from_array(values, node.output[0]))
+        else:
+            keep_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+    kept = [i for i in graph.initializer if i.name not in half]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    return twin
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [e for e in ENTRIES if e["weights"]["storage"].startswith("float16")],
+    ids=[e["name"] for e in ENTRIES if e["weights"]["storage"].startswith("float16")],
+)
+def test_float16_storage_gives_bit_identical_outputs(entry: dict[str, Any]) -> None:
+    """Storing weights as float16 + Cast loses nothing: a float32 twin built from the same values
+    gives exactly the same outputs (ONNX Runtime folds the Cast at load)."""
+    model = onnx.load(str(MODELS_DIR / entry["file"]))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    twin = ort.InferenceSession(
+        _float32_twin(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    (inp,) = entry["inputs"]
+    shape = entry["verification"]["cases"][0]["input_shape"]
+    feed = np.random.default_rng(1).integers(0, 256, size=shape).astype(inp["dtype"])
+    if inp["dtype"] != "int32":
+        feed = (feed / 255.0).astype(inp["dtype"])
+    shipped = _session(entry["file"]).run(None, {inp["name"]: feed})
+    reference = twin.run(None, {inp["name"]: feed})
+    for a, b, out in zip(shipped, reference, entry["outputs"], strict=True):
+        assert np.array_equal(a, b), out["name"]
