@@ -146,11 +146,14 @@ def test_page_shows_frames_skeleton_rig_and_stats(browser: Any, tmp_path: Path) 
             # Raw vs smoothed toggle.
             page.check("input[value=raw]")
             page.wait_for_function("() => window.avatarlinkPreview.view === 'raw'")
-            page.wait_for_timeout(200)
-            assert page.evaluate("() => window.avatarlinkPreview.segmentsDrawn") == 16
+            # the next drawn frame shows one skeleton per view (waits for it, not a fixed delay)
+            page.wait_for_function(
+                "() => window.avatarlinkPreview.segmentsDrawn === 16", timeout=10000
+            )
             page.check("input[value=both]")
-            page.wait_for_timeout(200)
-            assert page.evaluate("() => window.avatarlinkPreview.segmentsDrawn") == 32
+            page.wait_for_function(
+                "() => window.avatarlinkPreview.segmentsDrawn === 32", timeout=10000
+            )
             page.check("input[value=smoothed]")
 
             # Orbit the 3D view with the mouse: the picture changes.
