@@ -34,7 +34,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -44,7 +44,7 @@ from avatarlink import quat
 from avatarlink.capture import ReadResult, ReadStatus
 from avatarlink.errors import ConfigError
 from avatarlink.skeletons import KeypointLayout
-from avatarlink.types import BoneRotations, FloatArray, ImageArray, Keypoints, Space
+from avatarlink.types import BoneRotations, FloatArray, ImageArray, Keypoints, RigLike, Space
 
 F64 = npt.NDArray[np.float64]
 
@@ -307,19 +307,6 @@ _SUPPORT_HEIGHT_M = 0.015
 
 # ---------------------------------------------------------------------------------------------
 # Rig access
-
-
-class RigLike(Protocol):
-    """What the performer needs of a rig (``avatarlink.rig.Rig`` has it)."""
-
-    @property
-    def bones(self) -> Sequence[str]: ...
-
-    @property
-    def parents(self) -> npt.NDArray[np.integer[Any]]: ...
-
-    @property
-    def rest_local_positions(self) -> npt.NDArray[np.floating[Any]]: ...
 
 
 ForwardKinematics = Callable[..., tuple[Any, Any]]

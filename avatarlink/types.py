@@ -24,7 +24,9 @@ Missing keypoints are NaN in ``xyz`` together with a low ``score``; never 0 or -
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -164,3 +166,23 @@ class FrameResult:
     latency_ms: float
     provider: str
     stats: dict[str, float]
+
+
+class RigLike(Protocol):
+    """The parts of a rig that sinks and the synthetic performer need (``avatarlink.rig.Rig``).
+
+    Attributes:
+        bones: ``HumanBodyBones`` names, parent first, length B.
+        parents: int (B,) parent index, -1 for the root.
+        rest_local_positions: float32 (B, 3) metres, world frame: each bone's rest offset from its
+            parent (the root's from the floor point below it, or from the origin).
+    """
+
+    @property
+    def bones(self) -> Sequence[str]: ...
+
+    @property
+    def parents(self) -> npt.NDArray[np.integer[Any]]: ...
+
+    @property
+    def rest_local_positions(self) -> npt.NDArray[np.floating[Any]]: ...

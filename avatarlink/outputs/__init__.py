@@ -19,10 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from avatarlink.errors import OutputError
-from avatarlink.outputs.base import DEFAULT_MAX_DATAGRAM, RigLike, SinkOptions
+from avatarlink.outputs.base import DEFAULT_MAX_DATAGRAM, SinkOptions
 from avatarlink.outputs.vmc import VmcSink
 from avatarlink.outputs.vrchat import VrchatOptions, VrchatSink
-from avatarlink.types import BoneRotations
+from avatarlink.types import BoneRotations, RigLike
 
 
 @runtime_checkable

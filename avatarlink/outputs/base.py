@@ -14,7 +14,7 @@ import logging
 import time
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -37,26 +37,6 @@ DEFAULT_MAX_DATAGRAM = 1472
 UNIT_TOLERANCE = 1e-5
 #: Smallest accepted datagram limit: below this a single VMC bone message no longer fits.
 MIN_MAX_DATAGRAM = 128
-
-
-class RigLike(Protocol):
-    """The parts of a rig a sink needs (``avatarlink.rig.Rig`` has them).
-
-    Attributes:
-        bones: ``HumanBodyBones`` names, parent first, length B.
-        parents: int (B,) parent index, -1 for the root.
-        rest_local_positions: float32 (B, 3) metres, world frame: each bone's rest offset from its
-            parent (the root's from the floor point below it, or from the origin).
-    """
-
-    @property
-    def bones(self) -> Sequence[str]: ...
-
-    @property
-    def parents(self) -> npt.NDArray[np.integer[Any]]: ...
-
-    @property
-    def rest_local_positions(self) -> npt.NDArray[np.floating[Any]]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,6 @@ import numpy.typing as npt
 
 from avatarlink.errors import ConfigError
 from avatarlink.outputs.base import (
-    RigLike,
     SinkOptions,
     UdpPoseSink,
     options_from,
@@ -44,6 +43,7 @@ from avatarlink.outputs.humanoid import validate_bone_names
 from avatarlink.outputs.osc_encode import FixedBundles, MessageSpec
 from avatarlink.outputs.udp import Datagram
 from avatarlink.outputs.unity_space import positions_to_unity, quaternions_to_unity
+from avatarlink.types import RigLike
 
 DEFAULT_PORT = 39539
 

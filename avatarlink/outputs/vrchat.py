@@ -26,7 +26,6 @@ import numpy.typing as npt
 
 from avatarlink.errors import ConfigError
 from avatarlink.outputs.base import (
-    RigLike,
     SinkOptions,
     UdpPoseSink,
     options_from,
@@ -40,6 +39,7 @@ from avatarlink.outputs.unity_space import (
     quaternions_to_unity,
     unity_euler_degrees,
 )
+from avatarlink.types import RigLike
 
 DEFAULT_PORT = 9000
 
