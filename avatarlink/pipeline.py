@@ -462,15 +462,13 @@ class Pipeline:
         rot_ms = 0.0
         if world is not None and world.num_persons > 0 and st.solver is not None:
             try:
-                rotations = _with_person_ids(tuple(st.solver(world, t)), world)
+                rotations = tuple(st.solver(world, t))
             except Exception as exc:
                 self._fail("solve", exc)
             if rotations and st.rotation_smoother is not None:
                 r0 = clock()
                 try:
-                    rotations = tuple(
-                        _keep_id(self._rotation_smoother_for(r)(r), r.person_id) for r in rotations
-                    )
+                    rotations = tuple(self._rotation_smoother_for(r)(r) for r in rotations)
                 except Exception as exc:
                     self._fail("smoothing", exc)
                 rot_ms = (clock() - r0) * 1e3
@@ -763,23 +761,6 @@ def build_stages(config: AppConfig, rig: Any = None) -> Stages:
     stages.sinks = sinks
     stages.sink_names = list(config.send)
     return stages
-
-
-def _keep_id(rotations: BoneRotations, person_id: int) -> BoneRotations:
-    if rotations.person_id == person_id:
-        return rotations
-    return dataclasses.replace(rotations, person_id=person_id)
-
-
-def _with_person_ids(
-    rotations: tuple[BoneRotations, ...], world: Keypoints
-) -> tuple[BoneRotations, ...]:
-    """Tag each person's rotations with its track id (rotations follow the keypoints' order)."""
-    ids = world.ids
-    return tuple(
-        dataclasses.replace(r, person_id=int(ids[i])) if i < len(ids) and ids[i] >= 0 else r
-        for i, r in enumerate(rotations)
-    )
 
 
 def _calibrated(config: AppConfig) -> tuple[Any, dict[str, float] | None]:

@@ -251,7 +251,7 @@ class RecordedPerson:
 
     def rotations(self, t: float) -> BoneRotations:
         """These rotations as a :class:`BoneRotations` stamped with time ``t`` (seconds)."""
-        return BoneRotations(self.bones, self.rot, self.root, self.valid, t)
+        return BoneRotations(self.bones, self.rot, self.root, self.valid, t, self.id)
 
 
 @dataclass(frozen=True)

@@ -1269,6 +1269,6 @@ class RotationSmoother:
         root_pos = np.asarray(rotations.root_pos, dtype=np.float64)
         root = self._root._update(root_pos, t, np.isfinite(root_pos), None).astype(np.float32)
         self._t_last = t
-        out = BoneRotations(rotations.bones, rot, root, rotations.valid, t)
+        out = BoneRotations(rotations.bones, rot, root, rotations.valid, t, rotations.person_id)
         self._last_out = out
         return out

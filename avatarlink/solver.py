@@ -1283,6 +1283,7 @@ class BoneSolver:
                     root_pos=self._root_position(plan, xyz[p], present[p]),
                     valid=valid,
                     t=t,
+                    person_id=max(ids[p], -1),
                 )
             )
         if self._state and keypoints.num_persons < len(self._state):

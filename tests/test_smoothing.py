@@ -676,3 +676,14 @@ def test_bench_smoothing_quick_run(tmp_path: Path) -> None:
     smooth = next(r for r in records if r["filter"] == "one_euro" and r["preset"] == "smooth")
     assert smooth["jitter_ratio"] < 0.5  # it filters
     assert "mediapipe" in text.getvalue()
+
+
+def test_rotation_smoother_keeps_the_person_id() -> None:
+    from avatarlink.smoothing import RotationSmoother
+    from avatarlink.types import BoneRotations
+
+    rot = np.tile(np.array([0, 0, 0, 1], np.float32), (3, 1))
+    bones = BoneRotations(
+        ("Hips", "Spine", "Chest"), rot, np.zeros(3, np.float32), np.ones(3, bool), 0.0, 7
+    )
+    assert RotationSmoother()(bones).person_id == 7

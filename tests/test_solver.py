@@ -267,6 +267,7 @@ def test_persons_keep_separate_state(unity: Rig) -> None:
     solver = BoneSolver(unity)
     kp = Keypoints(world, np.ones((2, 17), np.float32), layout, Space.WORLD, ids=np.array([5, 9]))
     a, b = solver.solve(kp, 0.0)
+    assert (a.person_id, b.person_id) == (5, 9)  # outputs can follow one track id
     batch, _ = BoneSolver(unity).solve_batch(kp)
     np.testing.assert_allclose(np.stack([a.rot, b.rot]), batch, atol=1e-6)
     # person 9 alone, its left elbow hidden: it holds its own arm, not person 5's
