@@ -75,8 +75,6 @@ def _num(value: float) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the estimate command."""
-    import cv2
-
     from avatarlink.draw import draw_keypoints
     from avatarlink.models.registry import create_estimator
     from avatarlink.preprocess import Box
@@ -89,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         json_file = sys.stdout if args.json_out == "-" else open(args.json_out, "w")  # noqa: SIM115
     writer: Any = None
+    writer_size: list[int] = [0, 0]
     draw_path = Path(args.draw) if args.draw else None
     frames = 0
     try:
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 print(_summary(frame.source, frame.index, result))
             if draw_path is not None:
                 drawn = draw_keypoints(frame.image, result.image)
-                writer = _write_drawing(draw_path, drawn, frame.index, source, writer, cv2)
+                writer = _write_drawing(draw_path, drawn, frame.index, source, writer, writer_size)
         if draw_path is not None and draw_path.suffix.lower() in VIDEO_SUFFIXES and writer:
             print(f"wrote {draw_path}")
     finally:
@@ -129,8 +128,14 @@ def _summary(source: str, index: int, result: Any) -> str:
     )
 
 
-def _write_drawing(path: Path, drawn: Any, index: int, source: Any, writer: Any, cv2: Any) -> Any:
+def _write_drawing(
+    path: Path, drawn: Any, index: int, source: Any, writer: Any, writer_size: list[int]
+) -> Any:
+    """Write one drawn frame (an image, or the video; ``writer_size`` is the video's w, h)."""
+    import cv2
+
     from avatarlink.errors import InputError
+    from avatarlink.preprocess import letterbox_image
     from avatarlink.sources import VIDEO_SUFFIXES, ImageFileSource
 
     if isinstance(source, ImageFileSource):
@@ -140,11 +145,16 @@ def _write_drawing(path: Path, drawn: Any, index: int, source: Any, writer: Any,
         return writer
     if path.suffix.lower() in VIDEO_SUFFIXES:
         if writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
+            fourcc = cv2.VideoWriter.fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
             fps = getattr(source, "fps", 30.0)
             writer = cv2.VideoWriter(str(path), fourcc, fps, (drawn.shape[1], drawn.shape[0]))
             if not writer.isOpened():
                 raise InputError(f"cannot open video writer for {path}")
+            writer_size[:] = [drawn.shape[1], drawn.shape[0]]
+        if [drawn.shape[1], drawn.shape[0]] != writer_size:
+            # a folder of different sizes: letterbox each into the video's frame size
+            rgb, _ = letterbox_image(drawn, writer_size[0], writer_size[1])
+            drawn = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         writer.write(drawn)
         return writer
     out = path.with_name(f"{path.stem}_{index:06d}{path.suffix or '.png'}")
