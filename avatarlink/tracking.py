@@ -188,13 +188,13 @@ class CropTrackedEstimator:
 
     def estimate(self, image: ImageArray, region: Box | None = None) -> EstimateResult:
         """Keypoints in source pixels; an explicit ``region`` overrides the tracked crop."""
-        from avatarlink.models.base import EstimateResult
-
         if region is not None:
             return self.inner.estimate(image, region)
         tracker = self.tracker
         result = self.inner.estimate(image, tracker.region)
         if result.image.num_persons == 0 and tracker.region is not None:
+            from avatarlink.models.base import EstimateResult
+
             retry = self.inner.estimate(image, None)  # lost in the crop: search the whole frame
             timings = {k: v + retry.timings_ms.get(k, 0.0) for k, v in result.timings_ms.items()}
             result = EstimateResult(retry.image, retry.world, timings)

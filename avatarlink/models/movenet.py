@@ -58,6 +58,7 @@ class MoveNetEstimator:
         self.input_dtype = inp.dtype
         self.width = width if width is not None else spec.input_size[0]
         self.height = height if height is not None else spec.input_size[1]
+        self._size = np.array([self.width, self.height], np.float32)  # model input (w, h) px
 
     @property
     def provider(self) -> str:
@@ -76,8 +77,7 @@ class MoveNetEstimator:
         raw = next(iter(self.session.run({self.input_name: batch}).values()))
         t2 = time.perf_counter()
         yxs = np.asarray(raw, np.float32).reshape(-1, 17, 3)[:1]
-        size = np.array([self.width, self.height], np.float32)
-        xy_model = yxs[..., 1::-1] * size  # (y, x) normalised -> (x, y) model pixels
+        xy_model = yxs[..., 1::-1] * self._size  # (y, x) normalised -> (x, y) model pixels
         xy = lb.to_source(xy_model)
         score = np.ascontiguousarray(yxs[..., 2])
         if float(score.mean()) < self.thresholds.person:
